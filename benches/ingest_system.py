@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Whole-system ingest benchmark: the same recorded remote-write bytes into fleetgate (and, when the
+Debian binary is installed, VictoriaMetrics) in the same run, measured from each server's /proc.
+
+Reports per system: samples/s, server CPU-seconds per million samples (fsync'd acks for fleetgate),
+bytes per sample on disk after a forced flush, resident memory per active series, and, for
+fleetgate, restart (WAL replay) time. Standard library only.
+
+    python3 benches/ingest_system.py --shape live      # ~2,000 series x 1 sample per request
+    python3 benches/ingest_system.py --shape backfill  # many samples per series per request
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / TICK
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def wait_http(url, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"timeout waiting for {url}")
+
+
+def run(cmd, **kw):
+    print("+", " ".join(cmd), file=sys.stderr)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def replay(fg, rec_dir, url, concurrency):
+    t = time.time()
+    out = subprocess.run(
+        [fg, "simulate", "--replay-dir", rec_dir, "--url", url, "--concurrency", str(concurrency)],
+        check=True, capture_output=True, text=True)
+    wall = time.time() - t
+    summary = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            summary = json.loads(line)
+    return wall, summary
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=["live", "backfill"], default="live")
+    ap.add_argument("--clusters", type=int, default=4)
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--pods-per-node", type=int, default=25)
+    ap.add_argument("--live-seconds", type=int, default=600, help="simulated seconds of live traffic (fast mode)")
+    ap.add_argument("--backfill-hours", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--no-peers", action="store_true", help="skip VictoriaMetrics even if installed")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args()
+
+    fg = os.path.join(ROOT, "target", "release", "fleetgate")
+    run(["cargo", "build", "--release", "-p", "fleetgate", "--quiet"], cwd=ROOT)
+    work = tempfile.mkdtemp(prefix="fg-bench-")
+    rec = os.path.join(work, "payloads")
+    sim = [fg, "simulate", "--dry-run", "--record-dir", rec, "--seed", "7",
+           "--clusters", str(a.clusters), "--nodes", str(a.nodes), "--pods-per-node", str(a.pods_per_node),
+           "--start-ms", str(int(time.time() * 1000) - (a.backfill_hours * 3600 + a.live_seconds + 60) * 1000)]
+    if a.shape == "live":
+        sim += ["--fast", "--duration", f"{a.live_seconds}s"]
+    else:
+        sim += ["--backfill-hours", str(a.backfill_hours), "--duration", "0s"]
+    out = subprocess.run(sim, check=True, capture_output=True, text=True)
+    gen = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            gen = json.loads(line)
+    samples = gen.get("samples", 0)
+    series = gen.get("active_series", 0)
+    print(f"workload: {a.shape}, {samples} samples, {series} active series, "
+          f"{len(os.listdir(rec)) - 1} requests, {dir_bytes(rec)} payload bytes", file=sys.stderr)
+    results = {"shape": a.shape, "samples": samples, "active_series": series, "systems": {}}
+
+    # fleetgate
+    data = os.path.join(work, "fg-data")
+    port = free_port()
+    env = dict(os.environ, FLEETGATE_LOG="warn")
+    p = subprocess.Popen([fg, "serve", "--data-dir", data, "--http-addr", f"127.0.0.1:{port}"], env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready")
+        cpu0 = cpu_seconds(p.pid)
+        wall, summ = replay(fg, rec, f"http://127.0.0.1:{port}/api/v1/write", a.concurrency)
+        cpu = cpu_seconds(p.pid) - cpu0
+        rss = rss_bytes(p.pid)
+        # restart time: kill -9 with the WAL full, time until ready
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        t = time.time()
+        p = subprocess.Popen([fg, "serve", "--data-dir", data, "--http-addr", f"127.0.0.1:{port}"], env=env)
+        wait_http(f"http://127.0.0.1:{port}/-/ready")
+        restart = time.time() - t
+        p.send_signal(signal.SIGTERM)  # flush everything to Parquet
+        p.wait(timeout=600)
+        disk = dir_bytes(os.path.join(data, "samples"))
+        catalog = dir_bytes(os.path.join(data, "catalog"))
+        results["systems"]["fleetgate"] = {
+            "samples_per_sec": samples / wall, "cpu_sec_per_million": cpu / samples * 1e6,
+            "bytes_per_sample": disk / samples, "catalog_bytes": catalog,
+            "rss_bytes_per_series": rss / max(series, 1), "restart_sec": restart,
+            "errors": summ.get("errors", -1),
+        }
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+    vm = shutil.which("victoria-metrics")
+    if vm and not a.no_peers:
+        vdata = os.path.join(work, "vm-data")
+        vport = free_port()
+        v = subprocess.Popen([vm, f"-storageDataPath={vdata}", f"-httpListenAddr=127.0.0.1:{vport}",
+                              "-retentionPeriod=100y", "-search.disableCache"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_http(f"http://127.0.0.1:{vport}/health")
+            cpu0 = cpu_seconds(v.pid)
+            wall, summ = replay(fg, rec, f"http://127.0.0.1:{vport}/api/v1/write", a.concurrency)
+            time.sleep(2)
+            cpu = cpu_seconds(v.pid) - cpu0
+            rss = rss_bytes(v.pid)
+            urllib.request.urlopen(f"http://127.0.0.1:{vport}/internal/force_flush", timeout=60).read()
+            time.sleep(5)
+            disk = dir_bytes(os.path.join(vdata, "data"))
+            results["systems"]["victoria-metrics"] = {
+                "samples_per_sec": samples / wall, "cpu_sec_per_million": cpu / samples * 1e6,
+                "bytes_per_sample": disk / samples, "rss_bytes_per_series": rss / max(series, 1),
+                "errors": summ.get("errors", -1),
+            }
+        finally:
+            v.terminate()
+            v.wait(timeout=60)
+
+    cols = ["samples_per_sec", "cpu_sec_per_million", "bytes_per_sample", "rss_bytes_per_series", "restart_sec"]
+    print(f"\n{a.shape}: {samples} samples, {series} active series, concurrency {a.concurrency}")
+    print(f"{'system':<18}" + "".join(f"{c:>22}" for c in cols))
+    for name, r in results["systems"].items():
+        print(f"{name:<18}" + "".join(f"{r.get(c, float('nan')):>22.3f}" for c in cols))
+    if "victoria-metrics" in results["systems"]:
+        f, v = results["systems"]["fleetgate"], results["systems"]["victoria-metrics"]
+        print("fleetgate/vm ratio " + "".join(
+            f"{(f[c] / v[c]) if c in v and v[c] else float('nan'):>22.2f}" for c in cols))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

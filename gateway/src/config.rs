@@ -1,0 +1,620 @@
+//! The one typed configuration of `fleetgate serve`: defaults < YAML file < env < flags, then `validate()`.
+//!
+//! Every key is documented here; `deploy/fleetgate.example.yaml` shows them all and is parsed by a test.
+//! Env overrides use `FLEETGATE__SECTION__KEY` (double underscore as the path separator, keys in any
+//! case), e.g. `FLEETGATE__STORAGE__RETENTION=30d`. Flags (`--data-dir`, `--http-addr`) win over all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetgate_ingest::Limits;
+use serde::{Deserialize, Serialize};
+
+/// The default HTTP port (remote-write, health, metrics; later the Prometheus API).
+pub(crate) const DEFAULT_HTTP_PORT: u16 = 9201;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Local data directory: WAL, Parquet partitions and the series catalog. Default `./data`.
+    pub(crate) data_dir: PathBuf,
+    /// HTTP listen address. Default `0.0.0.0:9201` when cluster tokens are configured, and
+    /// `127.0.0.1:9201` in open dev mode (no tokens), so an open gateway is never reachable from
+    /// other hosts unless you say so.
+    pub(crate) http_addr: Option<String>,
+    /// Request size limits of the HTTP receivers.
+    pub(crate) http: HttpConfig,
+    /// Storage engine tuning.
+    pub(crate) storage: StorageConfig,
+    /// Default per-cluster ingest limits; a cluster may override any of them.
+    pub(crate) limits: Limits,
+    /// Open dev mode (used only when `clusters` configures no token).
+    pub(crate) dev: DevConfig,
+    /// The cluster registry: one entry per sending cluster. A token maps to exactly one cluster,
+    /// and every series that arrives with it is stored with `cluster="<name>"`.
+    pub(crate) clusters: Vec<ClusterConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http_addr: None,
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            limits: Limits::default(),
+            dev: DevConfig::default(),
+            clusters: Vec::new(),
+        }
+    }
+}
+
+/// HTTP request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HttpConfig {
+    /// Largest accepted (compressed) request body in bytes; larger bodies get 413. Default 32 MiB.
+    pub(crate) max_body_bytes: usize,
+    /// Largest accepted decompressed remote-write payload in bytes (checked from the snappy header
+    /// before allocating); larger payloads get 413. Default 128 MiB.
+    pub(crate) max_decompressed_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 << 20,
+            max_decompressed_bytes: 128 << 20,
+        }
+    }
+}
+
+/// Storage engine settings (see `docs/storage.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StorageConfig {
+    /// The memtable is flushed to Parquet at least this often. Default `10m`.
+    pub(crate) flush_interval: PromDuration,
+    /// A flush starts early when the memtable holds more than this many bytes. Default 256 MiB.
+    pub(crate) memtable_flush_bytes: usize,
+    /// Above this many memtable bytes writes are refused with 503 + Retry-After. Default 1 GiB.
+    pub(crate) memtable_max_bytes: usize,
+    /// Above this many WAL bytes on disk writes are refused with 503 + Retry-After. Default 4 GiB.
+    pub(crate) wal_max_bytes: u64,
+    /// WAL segment size before rotation. Default 64 MiB.
+    pub(crate) wal_segment_bytes: u64,
+    /// Samples older than this are rejected on ingest, and whole hour partitions older than this are
+    /// deleted. Default `15d`.
+    pub(crate) retention: PromDuration,
+    /// A closed hour partition is compacted into one file once it has this many files. Default 4.
+    pub(crate) compaction_min_files: usize,
+    /// How often flush/compaction/retention run. Default `10s`.
+    pub(crate) maintenance_interval: PromDuration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: PromDuration(Duration::from_secs(600)),
+            memtable_flush_bytes: 256 << 20,
+            memtable_max_bytes: 1 << 30,
+            wal_max_bytes: 4 << 30,
+            wal_segment_bytes: 64 << 20,
+            retention: PromDuration(Duration::from_secs(15 * 86_400)),
+            compaction_min_files: 4,
+            maintenance_interval: PromDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Open dev mode settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DevConfig {
+    /// Request header that names the cluster in open mode. If absent, the sender's own `cluster`
+    /// label (a Prometheus external label) is used, else `default_cluster`.
+    pub(crate) cluster_header: String,
+    /// Cluster name used in open mode when neither the header nor a `cluster` label is present.
+    pub(crate) default_cluster: String,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            cluster_header: "X-Fleetgate-Cluster".into(),
+            default_cluster: "default".into(),
+        }
+    }
+}
+
+/// One sending cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ClusterConfig {
+    /// The cluster's name: the value of the `cluster` label on every series it sends.
+    pub(crate) name: String,
+    /// The bearer token (or basic-auth password) of the cluster, in clear.
+    pub(crate) token: Option<String>,
+    /// The SHA-256 of the token, hex; use instead of `token` to keep secrets out of the file.
+    pub token_sha256: Option<String>,
+    /// Extra labels added to every series of this cluster (e.g. `region`, `env`). They override the
+    /// sender's labels of the same name, which are kept as `exported_<name>`.
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Per-cluster limit overrides; unset keys take the top-level `limits`.
+    pub(crate) limits: Option<serde_yaml::Value>,
+}
+
+/// A Prometheus-style duration (`500ms`, `15s`, `10m`, `1h30m`, `15d`, `2w`, `1y`) in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PromDuration(pub Duration);
+
+impl Serialize for PromDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(PromDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a Prometheus duration string.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total_ms: u128 = 0;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return Err(format!(
+                "invalid duration {s:?}: expected a number at position {start}"
+            ));
+        }
+        let n: u128 = s[start..i]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        let ustart = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let unit_ms: u128 = match &s[ustart..i] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m, h, d, w, y)"
+                ));
+            }
+            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
+        };
+        total_ms = total_ms
+            .checked_add(n.saturating_mul(unit_ms))
+            .ok_or_else(|| format!("duration {s:?} overflows"))?;
+    }
+    let ms = u64::try_from(total_ms).map_err(|_| format!("duration {s:?} overflows"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// Formats a duration the way `parse_duration` reads it.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+/// Values given on the command line (or their `FLEETGATE_*` env vars, handled by clap).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FlagOverrides {
+    /// `--data-dir`
+    pub(crate) data_dir: Option<PathBuf>,
+    /// `--http-addr`
+    pub(crate) http_addr: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults, then the YAML file (if any), then `FLEETGATE__…` env vars, then flags, and
+    /// validates the result. Errors name the key.
+    pub(crate) fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &FlagOverrides,
+    ) -> anyhow::Result<Self> {
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                let v: serde_yaml::Value = serde_yaml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                if v.is_null() {
+                    serde_yaml::Value::Mapping(Default::default())
+                } else {
+                    v
+                }
+            }
+            None => serde_yaml::Value::Mapping(Default::default()),
+        };
+        apply_env(&mut tree, env)?;
+        let mut cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("config key `{path}`: {}", e.into_inner())
+        })?;
+        if let Some(d) = &flags.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(a) = &flags.http_addr {
+            cfg.http_addr = Some(a.clone());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// True when no cluster has a token: the gateway is open and takes the cluster from the request.
+    pub(crate) fn open_mode(&self) -> bool {
+        self.clusters
+            .iter()
+            .all(|c| c.token.is_none() && c.token_sha256.is_none())
+    }
+
+    /// The resolved listen address.
+    pub(crate) fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        match &self.http_addr {
+            Some(a) => a.parse().map_err(|e| {
+                anyhow::anyhow!("config key `http_addr`: {a:?} is not a socket address: {e}")
+            }),
+            None if self.open_mode() => Ok(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT))),
+            None => Ok(SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT))),
+        }
+    }
+
+    /// The limits of cluster `i`: top-level `limits` overlaid with the cluster's own.
+    pub(crate) fn cluster_limits(&self, i: usize) -> anyhow::Result<Limits> {
+        let Some(c) = self.clusters.get(i) else {
+            return Ok(self.limits.clone());
+        };
+        let Some(over) = &c.limits else {
+            return Ok(self.limits.clone());
+        };
+        let mut base = serde_yaml::to_value(&self.limits)?;
+        merge_yaml(&mut base, over.clone());
+        serde_path_to_error::deserialize(base).map_err(|e| {
+            anyhow::anyhow!(
+                "config key `clusters[{i}].limits.{}`: {}",
+                e.path(),
+                e.inner()
+            )
+        })
+    }
+
+    /// Checks every value; the error names the offending key.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("config key `data_dir`: must not be empty");
+        }
+        self.listen_addr()?;
+        if self.http.max_body_bytes == 0 {
+            bail!("config key `http.max_body_bytes`: must be > 0");
+        }
+        if self.http.max_decompressed_bytes < self.http.max_body_bytes {
+            bail!("config key `http.max_decompressed_bytes`: must be ≥ http.max_body_bytes");
+        }
+        let s = &self.storage;
+        if s.retention.0 < Duration::from_secs(3600) {
+            bail!("config key `storage.retention`: must be at least 1h");
+        }
+        if s.flush_interval.0 < Duration::from_secs(1) {
+            bail!("config key `storage.flush_interval`: must be at least 1s");
+        }
+        if s.maintenance_interval.0 < Duration::from_millis(100) {
+            bail!("config key `storage.maintenance_interval`: must be at least 100ms");
+        }
+        if s.memtable_flush_bytes == 0 || s.memtable_max_bytes < s.memtable_flush_bytes {
+            bail!(
+                "config key `storage.memtable_max_bytes`: must be ≥ storage.memtable_flush_bytes > 0"
+            );
+        }
+        if s.wal_segment_bytes < 1 << 20 {
+            bail!("config key `storage.wal_segment_bytes`: must be at least 1 MiB");
+        }
+        if s.wal_max_bytes < s.wal_segment_bytes {
+            bail!("config key `storage.wal_max_bytes`: must be ≥ storage.wal_segment_bytes");
+        }
+        if s.compaction_min_files < 2 {
+            bail!("config key `storage.compaction_min_files`: must be at least 2");
+        }
+        if self.dev.cluster_header.is_empty()
+            || axum::http::HeaderName::try_from(self.dev.cluster_header.as_str()).is_err()
+        {
+            bail!(
+                "config key `dev.cluster_header`: {:?} is not a valid header name",
+                self.dev.cluster_header
+            );
+        }
+        if self.dev.default_cluster.is_empty() {
+            bail!("config key `dev.default_cluster`: must not be empty");
+        }
+        let mut names = HashSet::new();
+        let mut tokens = HashSet::new();
+        let any_token = !self.open_mode();
+        for (i, c) in self.clusters.iter().enumerate() {
+            if c.name.is_empty() {
+                bail!("config key `clusters[{i}].name`: must not be empty");
+            }
+            if !names.insert(c.name.as_str()) {
+                bail!(
+                    "config key `clusters[{i}].name`: duplicate cluster {:?}",
+                    c.name
+                );
+            }
+            let digest = match (&c.token, &c.token_sha256) {
+                (Some(_), Some(_)) => {
+                    bail!("config key `clusters[{i}]`: set `token` or `token_sha256`, not both")
+                }
+                (Some(t), None) => {
+                    if t.is_empty() {
+                        bail!("config key `clusters[{i}].token`: must not be empty");
+                    }
+                    Some(crate::auth::sha256_hex(t))
+                }
+                (None, Some(h)) => {
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bail!("config key `clusters[{i}].token_sha256`: must be 64 hex digits");
+                    }
+                    Some(h.to_ascii_lowercase())
+                }
+                (None, None) if any_token => {
+                    bail!(
+                        "config key `clusters[{i}]`: every cluster needs `token` or `token_sha256` once any cluster has one"
+                    )
+                }
+                (None, None) => None,
+            };
+            if let Some(d) = digest
+                && !tokens.insert(d)
+            {
+                bail!(
+                    "config key `clusters[{i}].token`: the same token is used by another cluster"
+                );
+            }
+            for (k, v) in &c.labels {
+                if !fleetgate_ingest::remote_write::validate::is_valid_label_name(k.as_bytes()) {
+                    bail!("config key `clusters[{i}].labels.{k}`: not a valid label name");
+                }
+                if k == "cluster" || k == "__name__" {
+                    bail!(
+                        "config key `clusters[{i}].labels.{k}`: `{k}` is set by fleetgate itself"
+                    );
+                }
+                if v.is_empty() {
+                    bail!("config key `clusters[{i}].labels.{k}`: value must not be empty");
+                }
+            }
+            let limits = self.cluster_limits(i)?;
+            let extra = c
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            fleetgate_ingest::ClusterContext::new(c.name.as_str(), extra, limits)
+                .map_err(|e| anyhow::anyhow!("config key `clusters[{i}]`: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `FLEETGATE__A__B=value` env vars onto the YAML tree (values parsed as YAML scalars).
+fn apply_env(
+    tree: &mut serde_yaml::Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("FLEETGATE__"))
+        .collect();
+    vars.sort();
+    for (key, value) in vars {
+        let path: Vec<String> = key["FLEETGATE__".len()..]
+            .split("__")
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(String::is_empty) {
+            anyhow::bail!("env {key}: empty path segment");
+        }
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&value)
+            .unwrap_or_else(|_| serde_yaml::Value::String(value.clone()));
+        let mut node = &mut *tree;
+        for (n, seg) in path.iter().enumerate() {
+            let serde_yaml::Value::Mapping(map) = node else {
+                anyhow::bail!("env {key}: `{}` is not a section", path[..n].join("."));
+            };
+            let k = serde_yaml::Value::String(seg.clone());
+            if n + 1 == path.len() {
+                map.insert(k, parsed.clone());
+                break;
+            }
+            node = map
+                .entry(k)
+                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+        }
+    }
+    Ok(())
+}
+
+fn merge_yaml(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    match (base, over) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(bv) => merge_yaml(bv, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, env: &[(&str, &str)], flags: FlagOverrides) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, yaml)?;
+        Config::load(
+            Some(&p),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            &flags,
+        )
+    }
+
+    #[test]
+    fn example_config_in_deploy_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fleetgate.example.yaml");
+        let cfg = Config::load(Some(&path), Vec::new(), &FlagOverrides::default()).unwrap();
+        assert!(!cfg.open_mode());
+        assert!(cfg.clusters.len() >= 2);
+        assert_eq!(cfg.listen_addr().unwrap().port(), DEFAULT_HTTP_PORT);
+        for i in 0..cfg.clusters.len() {
+            cfg.cluster_limits(i).unwrap();
+        }
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let yaml = "data_dir: /from/file\nstorage:\n  retention: 7d\n";
+        let cfg = load(yaml, &[], FlagOverrides::default()).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(cfg.storage.retention.0, Duration::from_secs(7 * 86_400));
+        assert_eq!(cfg.storage.compaction_min_files, 4, "default kept");
+        let cfg = load(
+            yaml,
+            &[
+                ("FLEETGATE__STORAGE__RETENTION", "30d"),
+                ("FLEETGATE__DATA_DIR", "/from/env"),
+            ],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.storage.retention.0, Duration::from_secs(30 * 86_400));
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/env"));
+        let flags = FlagOverrides {
+            data_dir: Some("/from/flag".into()),
+            http_addr: Some("127.0.0.1:1".into()),
+        };
+        let cfg = load(yaml, &[("FLEETGATE__DATA_DIR", "/from/env")], flags).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(cfg.listen_addr().unwrap().port(), 1);
+    }
+
+    #[test]
+    fn open_mode_binds_loopback_by_default() {
+        let cfg = load("{}", &[], FlagOverrides::default()).unwrap();
+        assert!(cfg.open_mode());
+        assert!(cfg.listen_addr().unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("storage:\n  retention: 5x\n", &[], FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.retention"), "{e}");
+        let e = load("stroage: {}\n", &[], FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stroage"), "{e}");
+        let e = load(
+            "clusters:\n  - name: a\n    token: x\n  - name: a\n    token: y\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clusters[1].name"), "{e}");
+        let e = load(
+            "clusters:\n  - name: a\n    token: x\n  - name: b\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clusters[1]"), "{e}");
+        let e = load(
+            "clusters:\n  - name: a\n    token_sha256: abc\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clusters[0].token_sha256"), "{e}");
+        let e = load(
+            "clusters:\n  - name: a\n    token: t\n    labels: {cluster: x}\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clusters[0].labels.cluster"), "{e}");
+        let e = load("http_addr: nope\n", &[], FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_addr"), "{e}");
+        let e = load(
+            "storage:\n  retention: 10m\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("storage.retention"), "{e}");
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for s in ["500ms", "15s", "10m", "1h30m", "15d"] {
+            let d = parse_duration(s).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

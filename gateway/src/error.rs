@@ -1,0 +1,76 @@
+//! The one place where errors become HTTP statuses; 5xx bodies hide internals, which are logged.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fleetgate_ingest::ErrorKind;
+
+/// Seconds a sender is asked to wait when the gateway is over budget or not ready.
+pub(crate) const RETRY_AFTER_SECS: u64 = 5;
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    /// The status code.
+    pub(crate) status: StatusCode,
+    /// The body shown to the client (for 5xx: a generic text).
+    pub(crate) message: String,
+    /// Whether to send `Retry-After`.
+    pub(crate) retry_after: bool,
+}
+
+impl ApiError {
+    /// A 4xx with a message for the client.
+    pub(crate) fn client(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: status == StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// 503 + Retry-After: try again later (not ready, over budget). The sender retries.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            retry_after: true,
+        }
+    }
+
+    /// A 500 whose cause is logged, not shown.
+    pub(crate) fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "internal error; the request can be retried".into(),
+            retry_after: false,
+        }
+    }
+}
+
+impl From<fleetgate_ingest::Error> for ApiError {
+    fn from(e: fleetgate_ingest::Error) -> Self {
+        match e.kind() {
+            ErrorKind::BadRequest => Self::client(StatusCode::BAD_REQUEST, e.to_string()),
+            ErrorKind::PayloadTooLarge => {
+                Self::client(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            ErrorKind::Overloaded => {
+                tracing::warn!(error = %e, "refusing write: over budget");
+                Self::unavailable(format!("{e}; retry later"))
+            }
+            ErrorKind::Internal => Self::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.message).into_response();
+        if self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}

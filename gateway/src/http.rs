@@ -1,0 +1,367 @@
+//! The HTTP listener: routes, remote-write receiver, health/readiness and `/metrics`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fleetgate_ingest::{ClusterContext, Ingester};
+use fleetgate_store::Store;
+use parking_lot::Mutex;
+
+use crate::auth::{AuthError, Authenticator, Identity};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::telemetry::{self, Telemetry};
+
+/// The engine parts that exist once the WAL has been replayed.
+#[derive(Debug)]
+pub(crate) struct Core {
+    /// The store.
+    pub(crate) store: Arc<Store>,
+    /// The ingest pipeline on top of it.
+    pub(crate) ingester: Arc<Ingester<Store>>,
+}
+
+/// Shared state of all handlers.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    /// The validated configuration.
+    pub(crate) config: Arc<Config>,
+    /// Token → cluster.
+    pub(crate) auth: Authenticator,
+    /// One context per configured cluster (same order as `config.clusters`).
+    pub(crate) clusters: Vec<Arc<ClusterContext>>,
+    /// Open-mode contexts created on demand, by cluster name.
+    pub(crate) open_clusters: Mutex<std::collections::HashMap<String, Arc<ClusterContext>>>,
+    /// Set once the store is open and the WAL replayed; `/-/ready` is 200 from then on.
+    pub(crate) core: OnceLock<Core>,
+    /// Self-metrics.
+    pub(crate) telemetry: Telemetry,
+    /// Rejection-burst logging: (cluster → (window start, rejected samples in window)).
+    pub(crate) reject_log: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
+}
+
+/// Builds the router.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.config.http.max_body_bytes;
+    Router::new()
+        .route("/api/v1/write", post(remote_write))
+        .route("/api/v1/push", post(remote_write))
+        .layer(DefaultBodyLimit::max(max_body))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/export",
+            get(crate::export::export).post(crate::export::export_form),
+        )
+        .with_state(state)
+}
+
+async fn healthy() -> &'static str {
+    "fleetgate is healthy\n"
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    if st.core.get().is_some() {
+        (StatusCode::OK, "fleetgate is ready\n").into_response()
+    } else {
+        ApiError::unavailable("replaying the WAL; not ready yet\n").into_response()
+    }
+}
+
+/// `POST /api/v1/write`: Prometheus remote-write 1.0.
+async fn remote_write(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let (cluster_name, resp) = match remote_write_inner(&st, &headers, body).await {
+        Ok((c, r)) => (c, r),
+        Err((c, e)) => (c, e.into_response()),
+    };
+    st.telemetry.request(
+        "remote_write",
+        &cluster_name,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    resp
+}
+
+async fn remote_write_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(String, Response), (String, ApiError)> {
+    let ctx = match st.auth.identify(headers) {
+        Ok(Identity::Cluster(i)) => match st.clusters.get(i) {
+            Some(c) => Arc::clone(c),
+            None => {
+                return Err((
+                    String::new(),
+                    ApiError::internal(&"cluster index out of range"),
+                ));
+            }
+        },
+        Ok(Identity::Open) => st.open_context(headers),
+        Err(e) => {
+            let status = match e {
+                AuthError::Missing | AuthError::Unknown | AuthError::Scheme => {
+                    StatusCode::UNAUTHORIZED
+                }
+            };
+            return Err((String::new(), ApiError::client(status, e.to_string())));
+        }
+    };
+    let cluster = ctx.name.to_string();
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"snappy")
+    {
+        return Err((
+            cluster,
+            ApiError::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {enc:?} is not supported; use snappy"),
+            ),
+        ));
+    }
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        && ct.contains("io.prometheus.write.v2.Request")
+    {
+        {
+            return Err((
+                cluster,
+                ApiError::client(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "remote-write 2.0 (io.prometheus.write.v2.Request) is not supported yet; send 1.0 (prometheus.WriteRequest)",
+                ),
+            ));
+        }
+    }
+    let Some(core) = st.core.get() else {
+        return Err((
+            cluster,
+            ApiError::unavailable("replaying the WAL; not ready yet"),
+        ));
+    };
+    let now_ms = now_ms();
+    let outcome = match core.ingester.remote_write(&ctx, body, now_ms).await {
+        Ok(o) => o,
+        Err(e) => return Err((cluster, ApiError::from(e))),
+    };
+    st.telemetry.accepted(&cluster, outcome.samples_accepted);
+    st.telemetry
+        .series_created(&cluster, outcome.series_created);
+    for (reason, n) in outcome.rejected_samples_by_reason.iter() {
+        st.telemetry.rejected(&cluster, reason.as_str(), n);
+    }
+    if !outcome.has_rejections() {
+        return Ok((cluster, StatusCode::NO_CONTENT.into_response()));
+    }
+    st.log_rejections(&cluster, outcome.samples_rejected(), &outcome.examples);
+    Ok((
+        cluster,
+        (StatusCode::BAD_REQUEST, outcome.rejection_message()).into_response(),
+    ))
+}
+
+impl AppState {
+    /// The context of an open-mode request: cluster from the header, else from the payload's own
+    /// `cluster` label, else the default cluster.
+    fn open_context(&self, headers: &HeaderMap) -> Arc<ClusterContext> {
+        let from_header = headers
+            .get(self.config.dev.cluster_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let (name, from_payload) = match from_header {
+            Some(n) => (n.to_string(), false),
+            None => (self.config.dev.default_cluster.clone(), true),
+        };
+        let key = format!("{}\u{0}{from_payload}", name);
+        let mut m = self.open_clusters.lock();
+        Arc::clone(m.entry(key).or_insert_with(|| {
+            Arc::new(ClusterContext {
+                name: name.as_str().into(),
+                extra_labels: Vec::new(),
+                limits: self.config.limits.clone(),
+                cluster_from_payload: from_payload,
+            })
+        }))
+    }
+
+    /// One log line per cluster per 10 s of rejections (a "rejection burst").
+    fn log_rejections(&self, cluster: &str, n: u64, examples: &[String]) {
+        let mut m = self.reject_log.lock();
+        let now = Instant::now();
+        let e = m.entry(cluster.to_string()).or_insert((now, 0));
+        e.1 += n;
+        if e.1 == n || now.duration_since(e.0).as_secs() >= 10 {
+            tracing::warn!(
+                cluster,
+                rejected_samples = e.1,
+                window_secs = now.duration_since(e.0).as_secs(),
+                example = examples.first().map(String::as_str).unwrap_or(""),
+                "rejected samples"
+            );
+            *e = (now, 0);
+        }
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    telemetry::family(
+        &mut out,
+        "fleetgate_build_info",
+        "gauge",
+        "Build information.",
+    );
+    out.push_str(&format!(
+        "fleetgate_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let (cpu, rss) = telemetry::process_stats();
+    telemetry::single(
+        &mut out,
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent in seconds.",
+        cpu,
+    );
+    telemetry::single(
+        &mut out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        rss,
+    );
+    telemetry::single(
+        &mut out,
+        "fleetgate_ready",
+        "gauge",
+        "1 once the WAL has been replayed.",
+        if st.core.get().is_some() { 1.0 } else { 0.0 },
+    );
+    st.telemetry.render(&mut out);
+    if let Some(core) = st.core.get() {
+        let s = core.store.stats();
+        telemetry::single(
+            &mut out,
+            "fleetgate_series",
+            "gauge",
+            "Series in the catalog.",
+            s.series_total as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_memtable_bytes",
+            "gauge",
+            "Bytes held in memtables.",
+            s.memtable_bytes as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_memtable_samples",
+            "gauge",
+            "Samples held in memtables.",
+            s.memtable_samples as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_wal_bytes",
+            "gauge",
+            "Bytes of WAL segments on disk.",
+            s.wal_bytes as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_flushes_total",
+            "counter",
+            "Memtable flushes to Parquet.",
+            s.flushes_total as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_compactions_total",
+            "counter",
+            "Partition compactions.",
+            s.compactions_total as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_partitions",
+            "gauge",
+            "Hour partitions on storage.",
+            s.partitions as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_parquet_files",
+            "gauge",
+            "Parquet sample files on storage.",
+            s.files as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_samples_appended_total",
+            "counter",
+            "Samples appended to the WAL and memtable.",
+            s.samples_appended_total as f64,
+        );
+        telemetry::single(
+            &mut out,
+            "fleetgate_retention_deleted_partitions_total",
+            "counter",
+            "Partitions deleted by retention.",
+            s.retention_deleted_total as f64,
+        );
+        let h = core.store.fsync_histogram();
+        telemetry::render_snapshot(
+            &mut out,
+            "fleetgate_wal_fsync_duration_seconds",
+            "WAL fdatasync latency (one per group commit).",
+            &h.bounds,
+            &h.counts,
+            h.sum,
+            h.count,
+        );
+        telemetry::family(
+            &mut out,
+            "fleetgate_active_series",
+            "gauge",
+            "Series seen in the last hour, by cluster.",
+        );
+        for (cluster, n) in core.ingester.active_series_by_cluster() {
+            out.push_str(&format!(
+                "fleetgate_active_series{{cluster=\"{}\"}} {n}\n",
+                telemetry::esc(&cluster)
+            ));
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Wall-clock now in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

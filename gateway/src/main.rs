@@ -1,0 +1,78 @@
+//! The `fleetgate` binary: `serve` runs the gateway, `simulate` plays a fleet of clusters against it.
+
+mod auth;
+mod config;
+mod error;
+mod export;
+mod http;
+mod serve;
+mod simulate;
+mod telemetry;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// fleetgate: one gateway for the metrics of every Kubernetes cluster.
+#[derive(Debug, Parser)]
+#[command(name = "fleetgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (remote-write receiver, storage, health and metrics).
+    Serve(ServeArgs),
+    /// Play a fleet of simulated clusters sending remote-write to a gateway (or record the payloads).
+    Simulate(simulate::SimulateArgs),
+}
+
+/// Flags of `fleetgate serve`. Each also reads a `FLEETGATE_*` env var; any config key can be set
+/// with `FLEETGATE__SECTION__KEY`. Precedence: defaults < file < env < flags.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// YAML config file (see deploy/fleetgate.example.yaml).
+    #[arg(long, env = "FLEETGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Local data directory (WAL, Parquet partitions, catalog). Default ./data.
+    #[arg(long, env = "FLEETGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address. Default 127.0.0.1:9201 in open dev mode, 0.0.0.0:9201 with tokens.
+    #[arg(long, env = "FLEETGATE_HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let flags = config::FlagOverrides {
+                data_dir: args.data_dir,
+                http_addr: args.http_addr,
+            };
+            let cfg = config::Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+            if args.print_config {
+                print!("{}", serde_yaml::to_string(&cfg)?);
+                return Ok(());
+            }
+            rt.block_on(serve::run(cfg))
+        }
+        Command::Simulate(args) => rt.block_on(simulate::run(args)),
+    }
+}

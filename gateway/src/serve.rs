@@ -1,0 +1,189 @@
+//! `fleetgate serve`: wiring of config, store, ingester and listener; background jobs; graceful shutdown.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use fleetgate_ingest::{ClusterContext, IngestOptions, Ingester};
+use fleetgate_store::{Store, StoreOptions};
+
+use crate::auth::{Authenticator, sha256_hex};
+use crate::config::Config;
+use crate::http::{self, AppState, Core};
+
+/// Runs the gateway until SIGTERM/SIGINT, then flushes and fsyncs everything.
+pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
+    let addr = cfg.listen_addr()?;
+    let open = cfg.open_mode();
+    let mut digests = Vec::new();
+    let mut clusters = Vec::new();
+    for (i, c) in cfg.clusters.iter().enumerate() {
+        let digest = match (&c.token, &c.token_sha256) {
+            (Some(t), _) => Some(sha256_hex(t)),
+            (None, Some(h)) => Some(h.to_ascii_lowercase()),
+            (None, None) => None,
+        };
+        if let Some(d) = digest {
+            digests.push((d, i));
+        }
+        let extra: Vec<(String, String)> = c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ctx = ClusterContext::new(c.name.as_str(), extra, cfg.cluster_limits(i)?)
+            .map_err(|e| anyhow::anyhow!("config key `clusters[{i}]`: {e}"))?;
+        clusters.push(Arc::new(ctx));
+    }
+    let auth = Authenticator::new(digests)?;
+    if open {
+        tracing::warn!(
+            %addr,
+            header = %cfg.dev.cluster_header,
+            "OPEN DEV MODE: no cluster tokens configured; any client can write and names its own cluster \
+             (header, else its `cluster` label). Configure `clusters[].token` for production."
+        );
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "OPEN DEV MODE on a non-loopback address: anyone who can reach it can write");
+        }
+    }
+    let cfg = Arc::new(cfg);
+    let state = Arc::new(AppState {
+        config: Arc::clone(&cfg),
+        auth,
+        clusters,
+        open_clusters: Default::default(),
+        core: OnceLock::new(),
+        telemetry: Default::default(),
+        reject_log: Default::default(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        addr = %local,
+        data_dir = %cfg.data_dir.display(),
+        clusters = cfg.clusters.len(),
+        open_mode = open,
+        version = env!("CARGO_PKG_VERSION"),
+        "fleetgate listening"
+    );
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let app = http::router(Arc::clone(&state));
+    let mut server_rx = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    // Open the store (WAL replay) while /-/healthy already answers; /-/ready turns 200 after this.
+    let opened = Instant::now();
+    let opts = store_options(&cfg);
+    let store = Store::open(opts).await.context("opening the store")?;
+    let ingest_opts = IngestOptions {
+        max_decompressed_bytes: cfg.http.max_decompressed_bytes,
+        max_sample_age_ms: cfg.storage.retention.0.as_millis() as i64,
+        ..IngestOptions::default()
+    };
+    let ingester = Arc::new(Ingester::new(Arc::clone(&store), ingest_opts));
+    let stats = store.stats();
+    tracing::info!(
+        series = stats.series_total,
+        memtable_samples = stats.memtable_samples,
+        ms = opened.elapsed().as_millis() as u64,
+        "store open, WAL replayed; ready"
+    );
+    let _ = state.core.set(Core {
+        store: Arc::clone(&store),
+        ingester: Arc::clone(&ingester),
+    });
+
+    // Background maintenance: flush, compaction, retention, active-series sweep.
+    let mut maint_rx = shutdown_rx.clone();
+    let maint_store = Arc::clone(&store);
+    let maint_ingester = Arc::clone(&ingester);
+    let every = cfg.storage.maintenance_interval.0;
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = maint_rx.wait_for(|v| *v) => break,
+            }
+            let now = http::now_ms();
+            if let Err(e) = maint_store.maintain(now).await {
+                tracing::error!(error = %e, "maintenance failed; will retry");
+            }
+            maint_ingester.sweep(now);
+        }
+    });
+
+    let served = server.await;
+    signals.abort();
+    let _ = maintenance.await;
+    tracing::info!("shutting down: flushing memtables and syncing the WAL");
+    let closing = Instant::now();
+    store.close().await.context("closing the store")?;
+    tracing::info!(
+        ms = closing.elapsed().as_millis() as u64,
+        "shutdown complete"
+    );
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+    }
+}
+
+fn store_options(cfg: &Config) -> StoreOptions {
+    let s = &cfg.storage;
+    StoreOptions {
+        data_dir: cfg.data_dir.clone(),
+        object_store: None,
+        flush_interval: s.flush_interval.0,
+        memtable_flush_bytes: s.memtable_flush_bytes,
+        memtable_max_bytes: s.memtable_max_bytes,
+        wal_max_bytes: s.wal_max_bytes,
+        wal_segment_bytes: s.wal_segment_bytes,
+        retention: s.retention.0,
+        compaction_min_files: s.compaction_min_files,
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the `fleetgate` binary: one test binary, one module per concern.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod bad_input;
+mod crash;
+mod harness;
+mod ingest_restart;
+mod interop;
+mod ops;

@@ -1,0 +1,12 @@
+//! Query side of fleetgate; reads the store only through its scan API.
+//!
+//! Today: series selectors (parsed with `promql-parser`, so their syntax is exactly PromQL's) and the
+//! raw-sample export behind `/api/v1/export`. The PromQL engine, SQL and cost allocation come here.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod export;
+pub mod selector;
+pub mod time;
+
+pub use error::{Error, Result};

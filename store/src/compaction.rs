@@ -1,0 +1,125 @@
+//! Compaction: an hour partition that closed long enough ago (its end + flush interval + 10 min)
+//! and holds at least `compaction_min_files` files is merged into one file, de-duplicated last
+//! write wins, which is written before its inputs are deleted.
+//!
+//! The merged file is named `part-{max input seq}-c.parquet` and ranks just after that input (see
+//! [`crate::partition`]), so a crash between writing it and deleting the inputs leaves a state
+//! that reads the same; the next compaction of that partition overwrites it in place.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+
+use crate::error::Result;
+use crate::labels::SeriesId;
+use crate::memtable::sort_dedup_last;
+use crate::partition::read::read_series;
+use crate::partition::write::{SamplesEncoding, SeriesRows, encode_samples};
+use crate::partition::{self, FileMeta, HOUR_MS};
+use crate::partition::{TimestampEncoding, ValueEncoding};
+use crate::store::{Store, series_names};
+
+/// Extra wait after a partition's hour and the flush interval before it counts as closed.
+const CLOSE_GRACE_MS: i64 = 10 * 60 * 1000;
+
+/// Compacted files are written once, off the ingest path, so they get a stronger ZSTD level
+/// (measured: 3.77 → 3.52 B/sample on the simulator mix for ~1.4× the encode time).
+const COMPACTION_ENCODING: SamplesEncoding = SamplesEncoding {
+    delta_ids_and_timestamps: true,
+    timestamp: TimestampEncoding::Delta,
+    value: ValueEncoding::ByteStreamSplit,
+    zstd_level: 9,
+};
+
+/// Compacts every eligible partition; returns `(partitions, input files removed)`.
+pub(crate) async fn run(store: &Store, now_ms: i64) -> Result<(u64, u64)> {
+    let cutoff = now_ms - store.opts.flush_interval.as_millis() as i64 - CLOSE_GRACE_MS;
+    let min_files = store.opts.compaction_min_files.max(2);
+    let todo: Vec<(i64, Vec<Arc<FileMeta>>)> = store
+        .files
+        .read()
+        .partitions()
+        .filter(|(h, v)| h + HOUR_MS <= cutoff && v.len() >= min_files)
+        .map(|(h, v)| (h, v.clone()))
+        .collect();
+    let (mut parts, mut files) = (0, 0);
+    for (hour, inputs) in todo {
+        files += compact_partition(store, hour, &inputs).await?;
+        parts += 1;
+    }
+    Ok((parts, files))
+}
+
+/// Merges `inputs` (in rank order) of partition `hour` into one file.
+pub(crate) async fn compact_partition(
+    store: &Store,
+    hour: i64,
+    inputs: &[Arc<FileMeta>],
+) -> Result<u64> {
+    let t0 = Instant::now();
+    let mut merged: HashMap<SeriesId, Vec<(i64, f64)>> = HashMap::new();
+    let mut rows_in = 0u64;
+    for f in inputs {
+        rows_in += f.rows;
+        for (id, ts, vs) in read_series(&store.objects, f, None).await? {
+            merged.entry(id).or_default().extend(ts.into_iter().zip(vs));
+        }
+    }
+    let rows: Vec<SeriesRows> = {
+        let cat = store.catalog.read();
+        merged
+            .into_iter()
+            .map(|(id, mut s)| {
+                sort_dedup_last(&mut s);
+                let (metric, cluster) = series_names(cat.labels_of(id));
+                let (ts, values) = s.into_iter().unzip();
+                SeriesRows {
+                    id,
+                    metric,
+                    cluster,
+                    ts,
+                    values,
+                }
+            })
+            .collect()
+    };
+    let seq = inputs.iter().map(|f| f.seq).max().unwrap_or(0);
+    let path = partition::file_path(hour, seq, true);
+    let p2 = path.clone();
+    let (bytes, meta) = tokio::task::spawn_blocking(move || {
+        encode_samples(rows, COMPACTION_ENCODING, hour, seq, true, p2)
+    })
+    .await
+    .map_err(|e| crate::error::Error::Io {
+        op: "compaction task",
+        path: path.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    let meta = meta.0;
+    let (rows_out, size) = (meta.rows, bytes.len());
+    store.objects.put_durable(&path, Bytes::from(bytes)).await?;
+    {
+        let mut set = store.files.write();
+        set.add(Arc::new(meta));
+        for f in inputs.iter().filter(|f| f.path != path) {
+            set.remove(hour, &f.path);
+        }
+    }
+    let mut removed = 0;
+    for f in inputs.iter().filter(|f| f.path != path) {
+        store.objects.delete(&f.path).await?;
+        removed += 1;
+    }
+    tracing::info!(
+        partition = %partition::partition_prefix(hour),
+        inputs = inputs.len(),
+        rows_in,
+        rows_out,
+        bytes = size,
+        ms = t0.elapsed().as_millis() as u64,
+        "compaction"
+    );
+    Ok(removed)
+}

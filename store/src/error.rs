@@ -1,0 +1,54 @@
+//! The one error type of the store crate.
+
+/// Store result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the store can fail with, named for what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A label matcher's regular expression did not compile.
+    #[error("invalid regex in matcher for label {label:?}: {source}")]
+    InvalidRegex {
+        /// The label the matcher applies to.
+        label: String,
+        /// The regex error.
+        source: regex::Error,
+    },
+    /// A series or sample the store cannot accept (unknown series id, oversized label).
+    #[error("invalid series: {0}")]
+    InvalidSeries(String),
+    /// The WAL or memtables are over their budget; the caller should retry later.
+    #[error("store over budget: {0}")]
+    Overloaded(String),
+    /// The store is shutting down and accepts no more writes.
+    #[error("store is closed")]
+    Closed,
+    /// Reading or writing a local file failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path involved.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An on-disk file is not in a format this version understands, or is corrupt.
+    #[error("corrupt {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Parquet encoding or decoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow array building failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}

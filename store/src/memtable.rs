@@ -1,0 +1,132 @@
+//! In-memory samples not yet in Parquet: per series, plain vectors in arrival order (out-of-order
+//! and duplicates allowed; the reader resolves them, last write wins).
+
+use hashbrown::HashMap;
+
+use crate::labels::SeriesId;
+
+/// Estimated bytes per sample (timestamp + value).
+const SAMPLE_BYTES: usize = 16;
+/// Estimated fixed bytes per series entry (map slot + two vector headers).
+const SERIES_BYTES: usize = 80;
+
+/// One series' samples in arrival order.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SeriesBuf {
+    pub(crate) ts: Vec<i64>,
+    pub(crate) values: Vec<f64>,
+}
+
+/// Samples of many series.
+#[derive(Debug, Default)]
+pub(crate) struct Memtable {
+    pub(crate) series: HashMap<SeriesId, SeriesBuf>,
+    bytes: usize,
+    samples: usize,
+    /// Smallest and largest timestamps held.
+    pub(crate) min_ts: i64,
+    pub(crate) max_ts: i64,
+    /// Generation: the n-th memtable since open (identifies it across freeze).
+    pub(crate) generation: u64,
+}
+
+impl Memtable {
+    /// An empty memtable of generation `generation`.
+    pub(crate) fn new(generation: u64) -> Self {
+        Self {
+            generation,
+            ..Self::default()
+        }
+    }
+
+    /// Adds one sample.
+    pub(crate) fn push(&mut self, series: SeriesId, ts: i64, value: f64) {
+        let buf = self.series.entry(series).or_insert_with(|| {
+            self.bytes += SERIES_BYTES;
+            SeriesBuf::default()
+        });
+        buf.ts.push(ts);
+        buf.values.push(value);
+        self.bytes += SAMPLE_BYTES;
+        if self.samples == 0 {
+            self.min_ts = ts;
+            self.max_ts = ts;
+        } else {
+            self.min_ts = self.min_ts.min(ts);
+            self.max_ts = self.max_ts.max(ts);
+        }
+        self.samples += 1;
+    }
+
+    /// Estimated heap bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Number of samples.
+    pub(crate) fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// True when empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
+
+    /// Appends the samples of `series` within `[start, end]` to `out`, in arrival order.
+    pub(crate) fn collect(
+        &self,
+        series: SeriesId,
+        start: i64,
+        end: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) {
+        if self.samples == 0 || self.max_ts < start || self.min_ts > end {
+            return;
+        }
+        if let Some(b) = self.series.get(&series) {
+            out.extend(
+                b.ts.iter()
+                    .zip(&b.values)
+                    .filter(|(t, _)| **t >= start && **t <= end)
+                    .map(|(t, v)| (*t, *v)),
+            );
+        }
+    }
+}
+
+/// Sorts `samples` by time keeping, for equal timestamps, the last one (input order is write order).
+pub(crate) fn sort_dedup_last(samples: &mut Vec<(i64, f64)>) {
+    if samples.windows(2).all(|w| w[0].0 < w[1].0) {
+        return;
+    }
+    samples.sort_by_key(|s| s.0); // stable: equal timestamps keep write order
+    let mut out = 0;
+    for i in 0..samples.len() {
+        if out > 0 && samples[out - 1].0 == samples[i].0 {
+            samples[out - 1] = samples[i];
+        } else {
+            samples[out] = samples[i];
+            out += 1;
+        }
+    }
+    samples.truncate(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_write_wins_and_order() {
+        let mut m = Memtable::default();
+        for (t, v) in [(3, 1.0), (1, 2.0), (3, 3.0), (2, 4.0)] {
+            m.push(9, t, v);
+        }
+        let mut out = Vec::new();
+        m.collect(9, 0, 10, &mut out);
+        sort_dedup_last(&mut out);
+        assert_eq!(out, vec![(1, 2.0), (2, 4.0), (3, 3.0)]);
+        assert_eq!(m.samples(), 4);
+    }
+}

@@ -1,0 +1,89 @@
+//! The object store the Parquet files go to, with a durable `put` for the local filesystem
+//! (`LocalFileSystem` renames a temp file but does not fsync; the WAL may only be truncated once
+//! the files it covers are on stable storage).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result};
+use crate::wal::segment::{io_err, sync_dir};
+
+/// Object store plus, when it is the default local one, its root for fsync.
+#[derive(Debug, Clone)]
+pub(crate) struct Objects {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+}
+
+impl Objects {
+    /// The configured store, or a `LocalFileSystem` rooted at `data_dir`.
+    pub(crate) fn new(
+        data_dir: &std::path::Path,
+        store: Option<Arc<dyn ObjectStore>>,
+    ) -> Result<Self> {
+        if let Some(store) = store {
+            return Ok(Self {
+                store,
+                local_root: None,
+            });
+        }
+        std::fs::create_dir_all(data_dir).map_err(io_err("create dir", data_dir))?;
+        let root = data_dir
+            .canonicalize()
+            .map_err(io_err("canonicalize", data_dir))?;
+        let fs = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(fs),
+            local_root: Some(root),
+        })
+    }
+
+    /// Writes an object; on the local filesystem also fsyncs the file and its directory.
+    pub(crate) async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.store.put(path, PutPayload::from_bytes(bytes)).await?;
+        if let Some(root) = &self.local_root {
+            let file: PathBuf = root.join(path.as_ref());
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                std::fs::File::open(&file)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("fsync", &file))?;
+                if let Some(parent) = file.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::Io {
+                op: "fsync task",
+                path: path.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        }
+        Ok(())
+    }
+
+    /// Every object under `prefix`.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = Path::from(prefix);
+        Ok(self.store.list(Some(&prefix)).try_collect().await?)
+    }
+
+    /// The whole object.
+    pub(crate) async fn get(&self, path: &Path) -> Result<Bytes> {
+        Ok(self.store.get(path).await?.bytes().await?)
+    }
+
+    /// Deletes an object; a missing one is not an error.
+    pub(crate) async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

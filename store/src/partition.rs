@@ -1,0 +1,252 @@
+//! Hour partitions of Parquet sample files: the Hive layout
+//! `samples/date=YYYY-MM-DD/hour=HH/part-{seq:020}[-c].parquet` (UTC), and the in-memory list of
+//! files with, per file, a `series_id → rows` table so that reading k series costs O(k).
+//!
+//! **Ordering of files** (last write wins on duplicate `(series, timestamp)`): a file's rank is
+//! `(seq, compacted)`; `seq` is global and increasing, so a higher seq is a newer write. A file
+//! made by compaction is named with the *highest seq of its inputs* and the `-c` suffix: it takes
+//! its newest input's place in the order, above every older file of its partition and below every
+//! later one. While both exist (crash between write and delete) they agree wherever the input has
+//! data, so the tie between `S` and `S-c` does not matter.
+
+pub mod read;
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use object_store::path::Path;
+
+use crate::labels::SeriesId;
+
+pub use write::{SamplesEncoding, TimestampEncoding, ValueEncoding};
+
+/// Object-store folder of sample files.
+pub(crate) const SAMPLES_DIR: &str = "samples";
+/// Format tag in the sample files' key-value metadata (`fleetgate.format`).
+pub const SAMPLES_FORMAT: &str = "samples/1";
+/// Partition length.
+pub const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Start of the hour holding `ts`.
+pub(crate) fn hour_of(ts: i64) -> i64 {
+    ts.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Days since 1970-01-01 of a civil date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `samples/date=YYYY-MM-DD/hour=HH` of the hour starting at `hour_ms`.
+pub(crate) fn partition_prefix(hour_ms: i64) -> String {
+    let (y, m, d) = civil_from_days(hour_ms.div_euclid(DAY_MS));
+    let h = hour_ms.rem_euclid(DAY_MS) / HOUR_MS;
+    format!("{SAMPLES_DIR}/date={y:04}-{m:02}-{d:02}/hour={h:02}")
+}
+
+/// Object path of a sample file.
+pub(crate) fn file_path(hour_ms: i64, seq: u64, compacted: bool) -> Path {
+    let suffix = if compacted { "-c" } else { "" };
+    Path::from(format!(
+        "{}/part-{seq:020}{suffix}.parquet",
+        partition_prefix(hour_ms)
+    ))
+}
+
+/// Parses `(hour_ms, seq, compacted)` from a sample file path.
+pub(crate) fn parse_file_path(path: &str) -> Option<(i64, u64, bool)> {
+    let mut parts = path.split('/');
+    if parts.next()? != SAMPLES_DIR {
+        return None;
+    }
+    let date = parts.next()?.strip_prefix("date=")?;
+    let hour: i64 = parts.next()?.strip_prefix("hour=")?.parse().ok()?;
+    let file = parts
+        .next()?
+        .strip_prefix("part-")?
+        .strip_suffix(".parquet")?;
+    if parts.next().is_some() || !(0..24).contains(&hour) {
+        return None;
+    }
+    let (seq, compacted) = match file.strip_suffix("-c") {
+        Some(s) => (s, true),
+        None => (file, false),
+    };
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let m: u32 = dp.next()?.parse().ok()?;
+    let d: u32 = dp.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some((
+        days_from_civil(y, m, d) * DAY_MS + hour * HOUR_MS,
+        seq.parse().ok()?,
+        compacted,
+    ))
+}
+
+/// One Parquet sample file as the store knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct FileMeta {
+    pub(crate) path: Path,
+    pub(crate) hour: i64,
+    pub(crate) seq: u64,
+    pub(crate) compacted: bool,
+    pub(crate) size: u64,
+    pub(crate) rows: u64,
+    pub(crate) min_ts: i64,
+    pub(crate) max_ts: i64,
+    /// Series in the file, ascending.
+    pub(crate) ids: Vec<SeriesId>,
+    /// First row of `ids[i]` (rows of one series are contiguous).
+    pub(crate) first_row: Vec<u32>,
+    /// Row count of `ids[i]`.
+    pub(crate) counts: Vec<u32>,
+    /// Parsed footer and page index, once read.
+    pub(crate) metadata: std::sync::OnceLock<Arc<parquet::file::metadata::ParquetMetaData>>,
+}
+
+impl FileMeta {
+    /// Rank in last-write-wins order.
+    pub(crate) fn rank(&self) -> (u64, bool) {
+        (self.seq, self.compacted)
+    }
+
+    /// Row ranges of the `wanted` series (sorted ids) present in this file, in row order.
+    pub(crate) fn row_ranges(&self, wanted: &[SeriesId]) -> Vec<Range<usize>> {
+        let mut out: Vec<Range<usize>> = Vec::new();
+        let mut push = |i: usize| {
+            let s = self.first_row[i] as usize;
+            out.push(s..s + self.counts[i] as usize);
+        };
+        if wanted.len() * 8 < self.ids.len() {
+            for id in wanted {
+                if let Ok(i) = self.ids.binary_search(id) {
+                    push(i);
+                }
+            }
+        } else {
+            let mut j = 0;
+            for (i, id) in self.ids.iter().enumerate() {
+                while j < wanted.len() && wanted[j] < *id {
+                    j += 1;
+                }
+                if j < wanted.len() && wanted[j] == *id {
+                    push(i);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.start);
+        // merge adjacent ranges
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(out.len());
+        for r in out {
+            match merged.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+}
+
+/// Every sample file, by hour partition, each partition's files in rank order.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionSet {
+    parts: BTreeMap<i64, Vec<Arc<FileMeta>>>,
+}
+
+impl PartitionSet {
+    /// Adds a file.
+    pub(crate) fn add(&mut self, f: Arc<FileMeta>) {
+        let v = self.parts.entry(f.hour).or_default();
+        v.retain(|x| x.path != f.path);
+        let pos = v.partition_point(|x| x.rank() <= f.rank());
+        v.insert(pos, f);
+    }
+
+    /// Removes a file by path.
+    pub(crate) fn remove(&mut self, hour: i64, path: &Path) {
+        if let Some(v) = self.parts.get_mut(&hour) {
+            v.retain(|x| &x.path != path);
+            if v.is_empty() {
+                self.parts.remove(&hour);
+            }
+        }
+    }
+
+    /// Files that may hold samples in `[start, end]`, in global rank order.
+    pub(crate) fn overlapping(&self, start: i64, end: i64) -> Vec<Arc<FileMeta>> {
+        if end < start {
+            return Vec::new();
+        }
+        let mut out: Vec<Arc<FileMeta>> = self
+            .parts
+            .range(hour_of(start)..=hour_of(end))
+            .flat_map(|(_, v)| v.iter())
+            .filter(|f| f.max_ts >= start && f.min_ts <= end)
+            .cloned()
+            .collect();
+        out.sort_by_key(|f| f.rank());
+        out
+    }
+
+    /// Every partition with its files.
+    pub(crate) fn partitions(&self) -> impl Iterator<Item = (i64, &Vec<Arc<FileMeta>>)> {
+        self.parts.iter().map(|(h, v)| (*h, v))
+    }
+
+    /// Number of partitions.
+    pub(crate) fn partition_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Number of files.
+    pub(crate) fn file_count(&self) -> usize {
+        self.parts.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        // 2024-02-29 13:00 UTC
+        let h = 1_709_211_600_000;
+        let p = file_path(h, 42, false);
+        assert_eq!(
+            p.as_ref(),
+            "samples/date=2024-02-29/hour=13/part-00000000000000000042.parquet"
+        );
+        assert_eq!(parse_file_path(p.as_ref()), Some((h, 42, false)));
+        let c = file_path(h, 7, true);
+        assert_eq!(parse_file_path(c.as_ref()), Some((h, 7, true)));
+        assert_eq!(partition_prefix(0), "samples/date=1970-01-01/hour=00");
+        assert_eq!(hour_of(-1), -HOUR_MS);
+    }
+}

@@ -1,0 +1,683 @@
+//! [`Store`]: the write path (series ids, WAL group commit, memtable), the read path (index +
+//! memtables + Parquet), and flush; compaction and retention live in their own modules.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use hashbrown::HashMap;
+use parking_lot::RwLock;
+
+use crate::catalog::{self, Catalog};
+use crate::error::{Error, Result};
+use crate::labels::{Labels, SeriesId};
+use crate::matcher::Matcher;
+use crate::memtable::{Memtable, sort_dedup_last};
+use crate::objects::Objects;
+use crate::options::StoreOptions;
+use crate::partition::read::{SeriesChunk, load_meta, read_series};
+use crate::partition::write::{SamplesEncoding, SeriesRows, encode_samples};
+use crate::partition::{self, FileMeta, PartitionSet, hour_of};
+use crate::stats::{FlushStats, Histogram, HistogramSnapshot, MaintenanceStats, StoreStats};
+use crate::wal::{self, Wal, record};
+
+/// One sample to append.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRef {
+    /// Series id from [`Store::series_id`].
+    pub series: SeriesId,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// One series and its samples in a time range, ascending, one value per timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    /// Series id.
+    pub id: SeriesId,
+    /// Its labels.
+    pub labels: Labels,
+    /// Timestamps (ms), ascending, unique.
+    pub timestamps: Vec<i64>,
+    /// Values, parallel to `timestamps`.
+    pub values: Vec<f64>,
+}
+
+/// A memtable being flushed, with the WAL segment that starts after it.
+#[derive(Debug, Clone)]
+struct Frozen {
+    mem: Arc<Memtable>,
+}
+
+/// State only maintenance (flush, compaction, retention) touches; held across awaits.
+#[derive(Debug, Default)]
+pub(crate) struct MaintState {
+    /// Highest series id whose labels are in a catalog file.
+    persisted_max_id: SeriesId,
+    /// When `maintain` last flushed (its `now_ms`).
+    last_flush_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    flushes: AtomicU64,
+    compactions: AtomicU64,
+    samples_appended: AtomicU64,
+    retention_deleted: AtomicU64,
+}
+
+/// The storage engine. Share it as `Arc<Store>`.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) opts: StoreOptions,
+    pub(crate) objects: Objects,
+    wal: Wal,
+    /// The append gate: appends and series creation hold it shared while they log and insert;
+    /// flush holds it exclusive to rotate the WAL and freeze the memtable atomically.
+    gate: RwLock<()>,
+    pub(crate) catalog: RwLock<Catalog>,
+    active: RwLock<Memtable>,
+    frozen: RwLock<Vec<Frozen>>,
+    frozen_bytes: AtomicU64,
+    pub(crate) files: RwLock<PartitionSet>,
+    pub(crate) maint: tokio::sync::Mutex<MaintState>,
+    pub(crate) next_file_seq: Arc<AtomicU64>,
+    closed: AtomicBool,
+    hist: Arc<Histogram>,
+    counters: Counters,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::Io {
+        op: "blocking task",
+        path: String::new(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) a store: loads the catalog and the list of Parquet files, replays the
+    /// WAL (truncating a torn tail) and starts the WAL commit thread.
+    pub async fn open(opts: StoreOptions) -> Result<Arc<Store>> {
+        let t0 = Instant::now();
+        let objects = Objects::new(&opts.data_dir, opts.object_store.clone())?;
+
+        // 1. Catalog files, in id order.
+        let mut catalog = Catalog::default();
+        let mut cat_files: Vec<(SeriesId, SeriesId, object_store::path::Path)> = objects
+            .list(catalog::CATALOG_DIR)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let (a, b) = catalog::parse_catalog_name(m.location.filename()?)?;
+                Some((a, b, m.location))
+            })
+            .collect();
+        cat_files.sort_by_key(|f| f.0);
+        let mut persisted_max_id = 0;
+        for (_, last, path) in &cat_files {
+            let bytes = objects.get(path).await?;
+            for (id, labels) in catalog::decode(path.as_ref(), bytes)? {
+                catalog.insert(id, &labels);
+            }
+            persisted_max_id = persisted_max_id.max(*last);
+        }
+
+        // 2. Sample files.
+        let mut metas = Vec::new();
+        for m in objects.list(partition::SAMPLES_DIR).await? {
+            if let Some((hour, seq, compacted)) = partition::parse_file_path(m.location.as_ref()) {
+                metas.push((m.location, m.size, hour, seq, compacted));
+            }
+        }
+        let max_seq = metas.iter().map(|m| m.3).max().unwrap_or(0);
+        let loaded: Vec<FileMeta> =
+            futures::stream::iter(metas.into_iter().map(|(p, size, h, s, c)| {
+                let objects = &objects;
+                async move { load_meta(objects, p, size, h, s, c).await }
+            }))
+            .buffer_unordered(4)
+            .try_collect()
+            .await?;
+        let mut files = PartitionSet::default();
+        for f in loaded {
+            files.add(Arc::new(f));
+        }
+
+        // 3. WAL replay.
+        let wal_dir = opts.data_dir.join("wal");
+        let mut active = Memtable::new(1);
+        let mut dropped = 0u64;
+        let replay = wal::replay(&wal_dir, &mut |rec| match rec {
+            record::Record::Series { id, labels } => {
+                if !catalog.insert(id, &labels) && catalog.labels_of(id) != Some(&labels) {
+                    tracing::error!(id, %labels, "WAL series record conflicts with the catalog");
+                }
+            }
+            record::Record::Samples(samples) => {
+                for (s, t, v) in samples {
+                    if catalog.labels_of(s).is_some() {
+                        active.push(s, t, v);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+            }
+        })?;
+        if dropped > 0 {
+            tracing::error!(dropped, "WAL samples of unknown series were dropped");
+        }
+        let hist = Arc::new(Histogram::default());
+        let wal = Wal::start(
+            &wal_dir,
+            replay.max_seq + 1,
+            opts.wal_segment_bytes,
+            replay.bytes,
+            Arc::clone(&hist),
+        )?;
+        tracing::info!(
+            segments = replay.segments,
+            records = replay.records,
+            samples = active.samples(),
+            series = catalog.len(),
+            files = files.file_count(),
+            ms = t0.elapsed().as_millis() as u64,
+            "store opened, WAL replayed"
+        );
+        Ok(Arc::new(Store {
+            opts,
+            objects,
+            wal,
+            gate: RwLock::new(()),
+            catalog: RwLock::new(catalog),
+            active: RwLock::new(active),
+            frozen: RwLock::new(Vec::new()),
+            frozen_bytes: AtomicU64::new(0),
+            files: RwLock::new(files),
+            maint: tokio::sync::Mutex::new(MaintState {
+                persisted_max_id,
+                last_flush_ms: None,
+            }),
+            next_file_seq: Arc::new(AtomicU64::new(max_seq + 1)),
+            closed: AtomicBool::new(false),
+            hist,
+            counters: Counters::default(),
+        }))
+    }
+
+    /// The id of a known series.
+    pub fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
+        self.catalog.read().lookup(labels)
+    }
+
+    /// The id of a series, creating it when new (`true` = created). Creation interns the strings,
+    /// updates the index and logs a new-series WAL record before the id becomes visible.
+    pub fn series_id(&self, labels: &Labels) -> Result<(SeriesId, bool)> {
+        let h = catalog::hash_labels(labels);
+        if let Some(id) = self.catalog.read().lookup_hashed(h, labels) {
+            return Ok((id, false));
+        }
+        if labels.len() > usize::from(u16::MAX)
+            || labels
+                .iter()
+                .any(|l| l.name.len() > usize::from(u16::MAX) || l.value.len() > u32::MAX as usize)
+        {
+            return Err(Error::InvalidSeries(format!(
+                "label set too large: {labels}"
+            )));
+        }
+        let _gate = self.gate.read();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let mut cat = self.catalog.write();
+        if let Some(id) = cat.lookup_hashed(h, labels) {
+            return Ok((id, false));
+        }
+        let id = cat.max_id() + 1;
+        self.wal
+            .append(|buf| record::encode_series(buf, id, labels))?;
+        cat.insert(id, labels);
+        Ok((id, true))
+    }
+
+    fn memtable_bytes(&self) -> u64 {
+        self.active.read().bytes() as u64 + self.frozen_bytes.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Overloaded)` when the memtables or the WAL are over budget.
+    pub fn check_budget(&self) -> Result<()> {
+        let mem = self.memtable_bytes();
+        if mem > self.opts.memtable_max_bytes as u64 {
+            return Err(Error::Overloaded(format!(
+                "memtable {mem} bytes > {} bytes",
+                self.opts.memtable_max_bytes
+            )));
+        }
+        let wal = self.wal.bytes();
+        if wal > self.opts.wal_max_bytes {
+            return Err(Error::Overloaded(format!(
+                "WAL {wal} bytes > {} bytes",
+                self.opts.wal_max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Logs the samples and adds them to the memtable; resolves once an `fdatasync` covers them.
+    pub async fn append(&self, samples: &[SampleRef]) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if samples.is_empty() {
+            return Ok(());
+        }
+        self.check_budget()?;
+        let lsn = {
+            let _gate = self.gate.read();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let max_id = self.catalog.read().max_id();
+            if let Some(bad) = samples.iter().find(|s| s.series == 0 || s.series > max_id) {
+                return Err(Error::InvalidSeries(format!(
+                    "unknown series id {}",
+                    bad.series
+                )));
+            }
+            let lsn = self.wal.append(|buf| {
+                record::encode_samples(
+                    buf,
+                    samples.iter().map(|s| (s.series, s.timestamp_ms, s.value)),
+                )
+            })?;
+            let mut m = self.active.write();
+            for s in samples {
+                m.push(s.series, s.timestamp_ms, s.value);
+            }
+            lsn
+        };
+        self.counters
+            .samples_appended
+            .fetch_add(samples.len() as u64, Ordering::Relaxed);
+        self.wal.wait_durable(lsn).await
+    }
+
+    /// Labels of series `id`.
+    pub fn labels_of(&self, id: SeriesId) -> Option<Labels> {
+        self.catalog.read().labels_of(id).cloned()
+    }
+
+    /// Series matching every matcher, sorted by labels.
+    pub fn select_series(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Labels)> {
+        let cat = self.catalog.read();
+        let ids = cat
+            .index
+            .select(matchers, || cat.all_ids(), |id| cat.labels_of(id));
+        let mut out: Vec<(SeriesId, Labels)> = ids
+            .into_iter()
+            .filter_map(|id| Some((id, cat.labels_of(id)?.clone())))
+            .collect();
+        drop(cat);
+        out.sort_by(|a, b| a.1.as_slice().cmp(b.1.as_slice()));
+        out
+    }
+
+    /// Samples of the matching series in `[start_ms, end_ms]` from memtables and Parquet;
+    /// duplicates resolved last-write-wins; series without samples omitted; sorted by labels.
+    pub async fn scan(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesData>> {
+        let sel = self.select_series(matchers);
+        if sel.is_empty() || end_ms < start_ms {
+            return Ok(Vec::new());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.scan_once(&sel, start_ms, end_ms).await {
+                // A file removed by compaction/retention under our feet: take a fresh snapshot.
+                Err(e) if attempt < 3 && is_not_found(&e) => {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn scan_once(
+        &self,
+        sel: &[(SeriesId, Labels)],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<SeriesData>> {
+        let mut ids: Vec<SeriesId> = sel.iter().map(|s| s.0).collect();
+        ids.sort_unstable();
+        let pos = |id: SeriesId| ids.binary_search(&id).ok();
+        // Snapshot order matters: active, then frozen, then files. A flush registers its files
+        // before dropping its frozen memtable, so nothing can fall between the snapshots.
+        let mut active_part: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
+        let active_gen = {
+            let m = self.active.read();
+            for (i, id) in ids.iter().enumerate() {
+                m.collect(*id, start, end, &mut active_part[i]);
+            }
+            m.generation
+        };
+        let frozen: Vec<Frozen> = self.frozen.read().clone();
+        let files = self.files.read().overlapping(start, end);
+
+        // Owned captures: a closure over borrowed items trips rustc's higher-ranked `Send`
+        // check and would make `scan` unusable from spawned tasks.
+        let wanted = Arc::new(ids.clone());
+        let chunks: Vec<Vec<SeriesChunk>> = futures::stream::iter(files.into_iter().map(|f| {
+            let (objects, wanted) = (self.objects.clone(), Arc::clone(&wanted));
+            async move { read_series(&objects, &f, Some(&wanted)).await }
+        }))
+        .buffered(4)
+        .try_collect()
+        .await?;
+
+        let mut acc: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
+        for file_chunks in chunks {
+            for (id, ts, vs) in file_chunks {
+                if let Some(p) = pos(id) {
+                    acc[p].extend(
+                        ts.into_iter()
+                            .zip(vs)
+                            .filter(|(t, _)| *t >= start && *t <= end),
+                    );
+                }
+            }
+        }
+        for fr in &frozen {
+            for (i, id) in ids.iter().enumerate() {
+                fr.mem.collect(*id, start, end, &mut acc[i]);
+            }
+        }
+        if !frozen.iter().any(|f| f.mem.generation == active_gen) {
+            for (a, part) in acc.iter_mut().zip(active_part) {
+                a.extend(part);
+            }
+        }
+        let mut out = Vec::new();
+        for (id, labels) in sel {
+            let Some(p) = pos(*id) else { continue };
+            let mut s = std::mem::take(&mut acc[p]);
+            if s.is_empty() {
+                continue;
+            }
+            sort_dedup_last(&mut s);
+            let (timestamps, values) = s.into_iter().unzip();
+            out.push(SeriesData {
+                id: *id,
+                labels: labels.clone(),
+                timestamps,
+                values,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every label name, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.catalog.read().index.label_names()
+    }
+
+    /// Every value of label `name`, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.catalog.read().index.label_values(name)
+    }
+
+    /// Flushes the whole memtable to Parquet now, persists new series to the catalog and removes
+    /// the WAL segments both cover.
+    pub async fn flush(&self) -> Result<FlushStats> {
+        let mut ms = self.maint.lock().await;
+        self.flush_locked(&mut ms).await
+    }
+
+    pub(crate) async fn flush_locked(&self, ms: &mut MaintState) -> Result<FlushStats> {
+        let t0 = Instant::now();
+        // (a) rotate the WAL, (b) freeze the memtable, (c) note the max series id — atomically
+        // with respect to appends and series creation.
+        let (rot_seq, max_id) = {
+            let _gate = self.gate.write();
+            let (_, seq) = self.wal.rotate();
+            let mut act = self.active.write();
+            let next = Memtable::new(act.generation + 1);
+            let old = std::mem::replace(&mut *act, next);
+            drop(act);
+            if !old.is_empty() {
+                self.frozen_bytes
+                    .fetch_add(old.bytes() as u64, Ordering::Relaxed);
+                self.frozen.write().push(Frozen { mem: Arc::new(old) });
+            }
+            (seq, self.catalog.read().max_id())
+        };
+        let mut stats = FlushStats::default();
+        loop {
+            let next = self.frozen.read().first().cloned();
+            let Some(fr) = next else { break };
+            self.write_memtable(&fr.mem, &mut stats).await?;
+            self.frozen
+                .write()
+                .retain(|f| !Arc::ptr_eq(&f.mem, &fr.mem));
+            self.frozen_bytes
+                .fetch_sub(fr.mem.bytes() as u64, Ordering::Relaxed);
+        }
+        if max_id > ms.persisted_max_id {
+            let series = self.catalog.read().range(ms.persisted_max_id, max_id);
+            if let (Some(first), Some(last)) =
+                (series.first().map(|s| s.0), series.last().map(|s| s.0))
+            {
+                let bytes = catalog::encode(&series)?;
+                stats.bytes += bytes.len() as u64;
+                stats.series = series.len() as u64;
+                self.objects
+                    .put_durable(&catalog::catalog_path(first, last), Bytes::from(bytes))
+                    .await?;
+            }
+            ms.persisted_max_id = max_id;
+        }
+        self.wal.wait_rotated(rot_seq).await?;
+        stats.wal_segments_removed = self.wal.remove_segments_before(rot_seq)? as u64;
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            files = stats.files,
+            rows = stats.rows,
+            bytes = stats.bytes,
+            series = stats.series,
+            wal_segments_removed = stats.wal_segments_removed,
+            ms = t0.elapsed().as_millis() as u64,
+            "flush"
+        );
+        Ok(stats)
+    }
+
+    /// Writes one frozen memtable as one file per hour partition and registers the files.
+    async fn write_memtable(&self, mem: &Arc<Memtable>, stats: &mut FlushStats) -> Result<()> {
+        let names: HashMap<SeriesId, (Arc<str>, Option<Arc<str>>)> = {
+            let cat = self.catalog.read();
+            mem.series
+                .keys()
+                .map(|id| (*id, series_names(cat.labels_of(*id))))
+                .collect()
+        };
+        let mem = Arc::clone(mem);
+        let seqs = Arc::clone(&self.next_file_seq);
+        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<u8>, FileMeta)>> {
+            let mut by_hour: BTreeMap<i64, Vec<SeriesRows>> = BTreeMap::new();
+            for (id, buf) in &mem.series {
+                let mut s: Vec<(i64, f64)> = buf
+                    .ts
+                    .iter()
+                    .copied()
+                    .zip(buf.values.iter().copied())
+                    .collect();
+                sort_dedup_last(&mut s);
+                let (metric, cluster) =
+                    names.get(id).cloned().unwrap_or_else(|| series_names(None));
+                let mut i = 0;
+                while i < s.len() {
+                    let h = hour_of(s[i].0);
+                    let j = i + s[i..].partition_point(|x| hour_of(x.0) == h);
+                    by_hour.entry(h).or_default().push(SeriesRows {
+                        id: *id,
+                        metric: Arc::clone(&metric),
+                        cluster: cluster.clone(),
+                        ts: s[i..j].iter().map(|x| x.0).collect(),
+                        values: s[i..j].iter().map(|x| x.1).collect(),
+                    });
+                    i = j;
+                }
+            }
+            let mut out = Vec::with_capacity(by_hour.len());
+            for (hour, rows) in by_hour {
+                let seq = seqs.fetch_add(1, Ordering::Relaxed);
+                let path = partition::file_path(hour, seq, false);
+                let (bytes, meta) =
+                    encode_samples(rows, SamplesEncoding::default(), hour, seq, false, path)?;
+                out.push((bytes, meta.0));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(join_err)??;
+        for (bytes, meta) in encoded {
+            stats.files += 1;
+            stats.rows += meta.rows;
+            stats.bytes += bytes.len() as u64;
+            self.objects
+                .put_durable(&meta.path, Bytes::from(bytes))
+                .await?;
+            self.files.write().add(Arc::new(meta));
+        }
+        Ok(())
+    }
+
+    /// Flushes when due (interval or size), compacts closed partitions, applies retention.
+    /// Called every ~10 s by the gateway with the current time.
+    pub async fn maintain(&self, now_ms: i64) -> Result<MaintenanceStats> {
+        let mut ms = self.maint.lock().await;
+        let mut out = MaintenanceStats::default();
+        let last = *ms.last_flush_ms.get_or_insert(now_ms);
+        let interval = self.opts.flush_interval.as_millis() as i64;
+        let (active_bytes, active_empty) = {
+            let a = self.active.read();
+            (a.bytes(), a.is_empty())
+        };
+        let unpersisted = self.catalog.read().max_id() > ms.persisted_max_id;
+        let due = active_bytes >= self.opts.memtable_flush_bytes
+            || (now_ms - last >= interval && (!active_empty || unpersisted))
+            || !self.frozen.read().is_empty()
+            || self.wal.bytes() > self.opts.wal_max_bytes / 2;
+        if due {
+            out.flush = Some(self.flush_locked(&mut ms).await?);
+            ms.last_flush_ms = Some(now_ms);
+        }
+        let (parts, files) = crate::compaction::run(self, now_ms).await?;
+        out.compacted_partitions = parts;
+        out.compacted_files = files;
+        self.counters
+            .compactions
+            .fetch_add(parts, Ordering::Relaxed);
+        let (parts, files) = crate::retention::run(self, now_ms).await?;
+        out.retention_partitions = parts;
+        out.retention_files = files;
+        self.counters
+            .retention_deleted
+            .fetch_add(files, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Stops accepting writes, flushes everything, fsyncs and stops the WAL commit thread.
+    pub async fn close(&self) -> Result<()> {
+        {
+            let _gate = self.gate.write();
+            self.closed.store(true, Ordering::Release);
+        }
+        let flushed = self.flush().await;
+        self.wal.close().await?;
+        flushed.map(|_| ())
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> StoreStats {
+        let (mem_bytes, mem_samples) = {
+            let a = self.active.read();
+            let f = self.frozen.read();
+            (
+                a.bytes() as u64 + f.iter().map(|x| x.mem.bytes() as u64).sum::<u64>(),
+                a.samples() as u64 + f.iter().map(|x| x.mem.samples() as u64).sum::<u64>(),
+            )
+        };
+        let (partitions, files) = {
+            let f = self.files.read();
+            (f.partition_count() as u64, f.file_count() as u64)
+        };
+        StoreStats {
+            series_total: self.catalog.read().len(),
+            memtable_bytes: mem_bytes,
+            memtable_samples: mem_samples,
+            wal_bytes: self.wal.bytes(),
+            flushes_total: self.counters.flushes.load(Ordering::Relaxed),
+            compactions_total: self.counters.compactions.load(Ordering::Relaxed),
+            partitions,
+            files,
+            samples_appended_total: self.counters.samples_appended.load(Ordering::Relaxed),
+            retention_deleted_total: self.counters.retention_deleted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// WAL `fdatasync` latency.
+    pub fn fsync_histogram(&self) -> HistogramSnapshot {
+        self.hist.snapshot()
+    }
+
+    /// Wall-clock milliseconds, for callers without their own clock.
+    pub fn now_ms() -> i64 {
+        now_ms()
+    }
+}
+
+/// True when `e` says an object vanished (compaction or retention removed a file mid-scan).
+fn is_not_found(e: &Error) -> bool {
+    match e {
+        Error::ObjectStore(object_store::Error::NotFound { .. }) => true,
+        Error::Parquet(parquet::errors::ParquetError::External(inner)) => matches!(
+            inner.downcast_ref::<object_store::Error>(),
+            Some(object_store::Error::NotFound { .. })
+        ),
+        _ => false,
+    }
+}
+
+/// `(metric, cluster)` of a series for the sample files' leading columns.
+pub(crate) fn series_names(labels: Option<&Labels>) -> (Arc<str>, Option<Arc<str>>) {
+    let Some(l) = labels else {
+        return (Arc::from(""), None);
+    };
+    let metric = l
+        .iter()
+        .find(|x| &*x.name == "__name__")
+        .map(|x| Arc::clone(&x.value));
+    let cluster = l
+        .iter()
+        .find(|x| &*x.name == "cluster")
+        .map(|x| Arc::clone(&x.value));
+    (metric.unwrap_or_else(|| Arc::from("")), cluster)
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the store, built as one binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test/bench code: panics are failures
+
+mod common;
+mod compaction;
+mod layout;
+mod matchers;
+mod round_trip;
+mod wal;
