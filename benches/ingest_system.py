@@ -100,7 +100,8 @@ def main():
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
 
-    fg = os.path.join(ROOT, "target", "release", "fleetgate")
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    fg = os.path.join(target, "release", "fleetgate")
     run(["cargo", "build", "--release", "-p", "fleetgate", "--quiet"], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="fg-bench-")
     rec = os.path.join(work, "payloads")

@@ -93,6 +93,11 @@ pub(crate) struct StorageConfig {
     pub(crate) compaction_min_files: usize,
     /// How often flush/compaction/retention run. Default `10s`.
     pub(crate) maintenance_interval: PromDuration,
+    /// Bytes of per-file `series_id → rows` tables kept in memory (LRU; rebuilt from the file when
+    /// evicted). Default 64 MiB.
+    pub(crate) series_table_cache_bytes: u64,
+    /// Bytes of parsed Parquet footers and page indexes kept in memory (LRU). Default 64 MiB.
+    pub(crate) parquet_metadata_cache_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -106,6 +111,8 @@ impl Default for StorageConfig {
             retention: PromDuration(Duration::from_secs(15 * 86_400)),
             compaction_min_files: 4,
             maintenance_interval: PromDuration(Duration::from_secs(10)),
+            series_table_cache_bytes: 64 << 20,
+            parquet_metadata_cache_bytes: 64 << 20,
         }
     }
 }

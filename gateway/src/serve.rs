@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use fleetgate_ingest::{ClusterContext, IngestOptions, Ingester};
-use fleetgate_store::{Store, StoreOptions};
+use fleetgate_store::{CacheOptions, Store, StoreOptions};
 
 use crate::auth::{Authenticator, sha256_hex};
 use crate::config::Config;
@@ -89,7 +89,13 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
     // Open the store (WAL replay) while /-/healthy already answers; /-/ready turns 200 after this.
     let opened = Instant::now();
     let opts = store_options(&cfg);
-    let store = Store::open(opts).await.context("opening the store")?;
+    let caches = CacheOptions {
+        series_table_cache_bytes: cfg.storage.series_table_cache_bytes,
+        parquet_metadata_cache_bytes: cfg.storage.parquet_metadata_cache_bytes,
+    };
+    let store = Store::open_with_caches(opts, caches)
+        .await
+        .context("opening the store")?;
     let ingest_opts = IngestOptions {
         max_decompressed_bytes: cfg.http.max_decompressed_bytes,
         max_sample_age_ms: cfg.storage.retention.0.as_millis() as i64,

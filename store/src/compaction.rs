@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::labels::SeriesId;
 use crate::memtable::sort_dedup_last;
 use crate::partition::read::read_series;
-use crate::partition::write::{SamplesEncoding, SeriesRows, encode_samples};
+use crate::partition::write::{FileMetaPublic, SamplesEncoding, SeriesRows, encode_samples};
 use crate::partition::{self, FileMeta, HOUR_MS};
 use crate::partition::{TimestampEncoding, ValueEncoding};
 use crate::store::{Store, series_names};
@@ -63,7 +63,7 @@ pub(crate) async fn compact_partition(
     let mut rows_in = 0u64;
     for f in inputs {
         rows_in += f.rows;
-        for (id, ts, vs) in read_series(&store.objects, f, None).await? {
+        for (id, ts, vs) in read_series(&store.objects, &store.caches, f, None).await? {
             merged.entry(id).or_default().extend(ts.into_iter().zip(vs));
         }
     }
@@ -97,15 +97,19 @@ pub(crate) async fn compact_partition(
         path: path.to_string(),
         source: std::io::Error::other(e.to_string()),
     })??;
-    let meta = meta.0;
+    let FileMetaPublic(meta, table) = meta;
     let (rows_out, size) = (meta.rows, bytes.len());
     store.objects.put_durable(&path, Bytes::from(bytes)).await?;
     {
         let mut set = store.files.write();
+        store.caches.put_table(meta.key, table);
         set.add(Arc::new(meta));
         for f in inputs.iter().filter(|f| f.path != path) {
             set.remove(hour, &f.path);
         }
+    }
+    for f in inputs {
+        store.caches.forget(f.key);
     }
     let mut removed = 0;
     for f in inputs.iter().filter(|f| f.path != path) {

@@ -30,9 +30,12 @@ mod stats;
 mod store;
 mod wal;
 
+#[cfg(test)]
+mod mem_report;
+
 pub use error::{Error, Result};
 pub use labels::{Label, Labels, SeriesId};
 pub use matcher::{MatchOp, Matcher};
-pub use options::StoreOptions;
+pub use options::{CacheOptions, StoreOptions};
 pub use stats::{FSYNC_BUCKETS, FlushStats, HistogramSnapshot, MaintenanceStats, StoreStats};
 pub use store::{SampleRef, SeriesData, Store};

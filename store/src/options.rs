@@ -47,3 +47,31 @@ impl Default for StoreOptions {
         }
     }
 }
+
+/// Budgets of the per-file read caches, given to [`Store::open_with_caches`]; `Default` gives
+/// the documented defaults, which [`Store::open`] uses.
+///
+/// (Not fields of [`StoreOptions`]: callers build that struct with every field spelled out, so
+/// a new field there would break them.)
+///
+/// [`Store::open`]: crate::Store::open
+/// [`Store::open_with_caches`]: crate::Store::open_with_caches
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Bytes of per-file `series_id → rows` tables kept in memory (about 16 B per series per
+    /// file, plus ~128 B per file); least recently used tables are dropped beyond it and rebuilt
+    /// from the file's `series_id` column when next needed. Default 64 MiB.
+    pub series_table_cache_bytes: u64,
+    /// Bytes of parsed Parquet footers with their page indexes kept in memory; least recently
+    /// used ones are dropped beyond it and re-read when next needed. Default 64 MiB.
+    pub parquet_metadata_cache_bytes: u64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            series_table_cache_bytes: 64 << 20,
+            parquet_metadata_cache_bytes: 64 << 20,
+        }
+    }
+}

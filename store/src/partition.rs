@@ -1,6 +1,7 @@
 //! Hour partitions of Parquet sample files: the Hive layout
 //! `samples/date=YYYY-MM-DD/hour=HH/part-{seq:020}[-c].parquet` (UTC), and the in-memory list of
-//! files with, per file, a `series_id → rows` table so that reading k series costs O(k).
+//! files; per file, a `series_id → rows` table (held in a bounded cache, rebuilt from the
+//! `series_id` column on a miss) makes reading k series cost O(k).
 //!
 //! **Ordering of files** (last write wins on duplicate `(series, timestamp)`): a file's rank is
 //! `(seq, compacted)`; `seq` is global and increasing, so a higher seq is a newer write. A file
@@ -9,12 +10,14 @@
 //! later one. While both exist (crash between write and delete) they agree wherever the input has
 //! data, so the tie between `S` and `S-c` does not matter.
 
+pub(crate) mod cache;
 pub mod read;
 pub mod write;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use object_store::path::Path;
 
@@ -109,9 +112,16 @@ pub(crate) fn parse_file_path(path: &str) -> Option<(i64, u64, bool)> {
     ))
 }
 
-/// One Parquet sample file as the store knows it.
+/// Source of [`FileMeta::key`].
+static NEXT_FILE_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// One Parquet sample file as the store knows it: only what is small. Its `series_id → rows`
+/// table and its parsed footer live in the bounded [`cache::FileCaches`], keyed by `key`, and are
+/// rebuilt from the file on a miss.
 #[derive(Debug, Clone)]
 pub(crate) struct FileMeta {
+    /// Cache key, unique per entry made in this process (a path can be rewritten in place).
+    pub(crate) key: u64,
     pub(crate) path: Path,
     pub(crate) hour: i64,
     pub(crate) seq: u64,
@@ -120,23 +130,77 @@ pub(crate) struct FileMeta {
     pub(crate) rows: u64,
     pub(crate) min_ts: i64,
     pub(crate) max_ts: i64,
-    /// Series in the file, ascending.
-    pub(crate) ids: Vec<SeriesId>,
-    /// First row of `ids[i]` (rows of one series are contiguous).
-    pub(crate) first_row: Vec<u32>,
-    /// Row count of `ids[i]`.
-    pub(crate) counts: Vec<u32>,
-    /// Parsed footer and page index, once read.
-    pub(crate) metadata: std::sync::OnceLock<Arc<parquet::file::metadata::ParquetMetaData>>,
+    /// Smallest series id in the file (`0` when the file has no rows).
+    pub(crate) min_id: SeriesId,
+    /// Largest series id in the file (`0` when the file has no rows).
+    pub(crate) max_id: SeriesId,
 }
 
 impl FileMeta {
+    /// A fresh cache key.
+    pub(crate) fn new_key() -> u64 {
+        NEXT_FILE_KEY.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Rank in last-write-wins order.
     pub(crate) fn rank(&self) -> (u64, bool) {
         (self.seq, self.compacted)
     }
 
-    /// Row ranges of the `wanted` series (sorted ids) present in this file, in row order.
+    /// False when none of the `wanted` series (sorted ids) can be in this file.
+    pub(crate) fn may_hold(&self, wanted: &[SeriesId]) -> bool {
+        let i = wanted.partition_point(|id| *id < self.min_id);
+        self.rows > 0 && i < wanted.len() && wanted[i] <= self.max_id
+    }
+}
+
+/// A file's `series_id → rows` table (rows of one series are contiguous): 16 B per series.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct SeriesTable {
+    /// Series in the file, ascending.
+    ids: Vec<SeriesId>,
+    /// First row of `ids[i]`.
+    first_row: Vec<u32>,
+    /// Row count of `ids[i]`.
+    counts: Vec<u32>,
+}
+
+impl SeriesTable {
+    /// From `(series, first row, row count)` entries in any order; `None` when a series appears
+    /// twice (its rows are not contiguous).
+    pub(crate) fn from_entries(mut entries: Vec<(SeriesId, u32, u32)>) -> Option<Self> {
+        entries.sort_unstable_by_key(|t| t.0);
+        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        Some(Self {
+            ids: entries.iter().map(|t| t.0).collect(),
+            first_row: entries.iter().map(|t| t.1).collect(),
+            counts: entries.iter().map(|t| t.2).collect(),
+        })
+    }
+
+    /// `(min, max)` series id, `(0, 0)` when empty.
+    pub(crate) fn id_range(&self) -> (SeriesId, SeriesId) {
+        (
+            self.ids.first().copied().unwrap_or(0),
+            self.ids.last().copied().unwrap_or(0),
+        )
+    }
+
+    /// Rows covered by the table.
+    pub(crate) fn rows(&self) -> u64 {
+        self.counts.iter().map(|c| u64::from(*c)).sum()
+    }
+
+    /// Heap bytes held, plus the struct itself.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        size_of::<Self>()
+            + self.ids.capacity() * size_of::<SeriesId>()
+            + (self.first_row.capacity() + self.counts.capacity()) * size_of::<u32>()
+    }
+
+    /// Row ranges of the `wanted` series (sorted ids) present in the file, in row order.
     pub(crate) fn row_ranges(&self, wanted: &[SeriesId]) -> Vec<Range<usize>> {
         let mut out: Vec<Range<usize>> = Vec::new();
         let mut push = |i: usize| {

@@ -27,6 +27,7 @@ pub(crate) async fn run(store: &Store, now_ms: i64) -> Result<(u64, u64)> {
     for (hour, list) in expired {
         let bytes: u64 = list.iter().map(|f| f.size).sum();
         for f in &list {
+            store.caches.forget(f.key);
             store.objects.delete(&f.path).await?;
             files += 1;
         }

@@ -90,6 +90,10 @@ pub struct StoreStats {
     pub samples_appended_total: u64,
     /// Parquet files deleted by retention since open.
     pub retention_deleted_total: u64,
+    /// Bytes (weighted) held by the cache of per-file `series_id → rows` tables.
+    pub series_table_cache_bytes: u64,
+    /// Bytes (weighted) held by the cache of parsed Parquet footers and page indexes.
+    pub parquet_metadata_cache_bytes: u64,
 }
 
 /// What one flush did.

@@ -17,12 +17,16 @@ use crate::labels::{Labels, SeriesId};
 use crate::matcher::Matcher;
 use crate::memtable::{Memtable, sort_dedup_last};
 use crate::objects::Objects;
-use crate::options::StoreOptions;
+use crate::options::{CacheOptions, StoreOptions};
+use crate::partition::cache::FileCaches;
 use crate::partition::read::{SeriesChunk, load_meta, read_series};
-use crate::partition::write::{SamplesEncoding, SeriesRows, encode_samples};
+use crate::partition::write::{FileMetaPublic, SamplesEncoding, SeriesRows, encode_samples};
 use crate::partition::{self, FileMeta, PartitionSet, hour_of};
 use crate::stats::{FlushStats, Histogram, HistogramSnapshot, MaintenanceStats, StoreStats};
 use crate::wal::{self, Wal, record};
+
+/// An encoded sample file: its bytes, its entry and its series table.
+type Encoded = (Vec<u8>, FileMetaPublic);
 
 /// One sample to append.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,6 +89,8 @@ pub struct Store {
     frozen: RwLock<Vec<Frozen>>,
     frozen_bytes: AtomicU64,
     pub(crate) files: RwLock<PartitionSet>,
+    /// Series tables and footers of the files, bounded.
+    pub(crate) caches: FileCaches,
     pub(crate) maint: tokio::sync::Mutex<MaintState>,
     pub(crate) next_file_seq: Arc<AtomicU64>,
     closed: AtomicBool,
@@ -109,10 +115,20 @@ fn join_err(e: tokio::task::JoinError) -> Error {
 
 impl Store {
     /// Opens (or creates) a store: loads the catalog and the list of Parquet files, replays the
-    /// WAL (truncating a torn tail) and starts the WAL commit thread.
+    /// WAL (truncating a torn tail) and starts the WAL commit thread. Read caches get
+    /// [`CacheOptions::default`].
     pub async fn open(opts: StoreOptions) -> Result<Arc<Store>> {
+        Self::open_with_caches(opts, CacheOptions::default()).await
+    }
+
+    /// [`Store::open`] with the given read-cache budgets.
+    pub async fn open_with_caches(opts: StoreOptions, cache: CacheOptions) -> Result<Arc<Store>> {
         let t0 = Instant::now();
         let objects = Objects::new(&opts.data_dir, opts.object_store.clone())?;
+        let caches = FileCaches::new(
+            cache.series_table_cache_bytes,
+            cache.parquet_metadata_cache_bytes,
+        );
 
         // 1. Catalog files, in id order.
         let mut catalog = Catalog::default();
@@ -145,8 +161,8 @@ impl Store {
         let max_seq = metas.iter().map(|m| m.3).max().unwrap_or(0);
         let loaded: Vec<FileMeta> =
             futures::stream::iter(metas.into_iter().map(|(p, size, h, s, c)| {
-                let objects = &objects;
-                async move { load_meta(objects, p, size, h, s, c).await }
+                let (objects, caches) = (&objects, &caches);
+                async move { load_meta(objects, caches, p, size, h, s, c).await }
             }))
             .buffer_unordered(4)
             .try_collect()
@@ -206,6 +222,7 @@ impl Store {
             frozen: RwLock::new(Vec::new()),
             frozen_bytes: AtomicU64::new(0),
             files: RwLock::new(files),
+            caches,
             maint: tokio::sync::Mutex::new(MaintState {
                 persisted_max_id,
                 last_flush_ms: None,
@@ -385,8 +402,9 @@ impl Store {
         // check and would make `scan` unusable from spawned tasks.
         let wanted = Arc::new(ids.clone());
         let chunks: Vec<Vec<SeriesChunk>> = futures::stream::iter(files.into_iter().map(|f| {
-            let (objects, wanted) = (self.objects.clone(), Arc::clone(&wanted));
-            async move { read_series(&objects, &f, Some(&wanted)).await }
+            let (objects, caches) = (self.objects.clone(), self.caches.clone());
+            let wanted = Arc::clone(&wanted);
+            async move { read_series(&objects, &caches, &f, Some(&wanted)).await }
         }))
         .buffered(4)
         .try_collect()
@@ -519,7 +537,7 @@ impl Store {
         };
         let mem = Arc::clone(mem);
         let seqs = Arc::clone(&self.next_file_seq);
-        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<u8>, FileMeta)>> {
+        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<Encoded>> {
             let mut by_hour: BTreeMap<i64, Vec<SeriesRows>> = BTreeMap::new();
             for (id, buf) in &mem.series {
                 let mut s: Vec<(i64, f64)> = buf
@@ -551,19 +569,20 @@ impl Store {
                 let path = partition::file_path(hour, seq, false);
                 let (bytes, meta) =
                     encode_samples(rows, SamplesEncoding::default(), hour, seq, false, path)?;
-                out.push((bytes, meta.0));
+                out.push((bytes, meta));
             }
             Ok(out)
         })
         .await
         .map_err(join_err)??;
-        for (bytes, meta) in encoded {
+        for (bytes, FileMetaPublic(meta, table)) in encoded {
             stats.files += 1;
             stats.rows += meta.rows;
             stats.bytes += bytes.len() as u64;
             self.objects
                 .put_durable(&meta.path, Bytes::from(bytes))
                 .await?;
+            self.caches.put_table(meta.key, table);
             self.files.write().add(Arc::new(meta));
         }
         Ok(())
@@ -629,6 +648,7 @@ impl Store {
             let f = self.files.read();
             (f.partition_count() as u64, f.file_count() as u64)
         };
+        let (series_table_cache_bytes, parquet_metadata_cache_bytes) = self.caches.bytes();
         StoreStats {
             series_total: self.catalog.read().len(),
             memtable_bytes: mem_bytes,
@@ -640,6 +660,8 @@ impl Store {
             files,
             samples_appended_total: self.counters.samples_appended.load(Ordering::Relaxed),
             retention_deleted_total: self.counters.retention_deleted.load(Ordering::Relaxed),
+            series_table_cache_bytes,
+            parquet_metadata_cache_bytes,
         }
     }
 

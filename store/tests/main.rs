@@ -1,6 +1,7 @@
 //! Integration tests of the store, built as one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test/bench code: panics are failures
 
+mod caches;
 mod common;
 mod compaction;
 mod layout;

@@ -1,6 +1,7 @@
 //! Reading sample files: only the rows of wanted series (parquet `RowSelection` with the page
 //! index, so unselected pages are not fetched), projecting `series_id, timestamp, value`; and
-//! rebuilding a file's `series_id → rows` table at open from the `series_id` column alone.
+//! (re)building a file's `series_id → rows` table from the `series_id` column alone, at open and
+//! whenever the table cache misses. Footers (with the page index) go through the footer cache.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use crate::error::{Error, Result};
 use crate::labels::SeriesId;
 use crate::objects::Objects;
-use crate::partition::{FileMeta, SAMPLES_FORMAT};
+use crate::partition::cache::FileCaches;
+use crate::partition::{FileMeta, SAMPLES_FORMAT, SeriesTable};
 
 /// Rows of one series read from a file, in file order (ascending time).
 pub(crate) type SeriesChunk = (SeriesId, Vec<i64>, Vec<f64>);
@@ -123,24 +125,63 @@ fn projection(
     Ok(ProjectionMask::roots(b.parquet_schema(), idx))
 }
 
+/// The series table of `file`: from the cache, or rebuilt from its `series_id` column (and then
+/// cached). Also returns the footer when it had to be read for that.
+async fn series_table(
+    objects: &Objects,
+    caches: &FileCaches,
+    file: &FileMeta,
+    metadata: Option<Arc<ParquetMetaData>>,
+) -> Result<(Arc<SeriesTable>, Option<Arc<ParquetMetaData>>)> {
+    if let Some(t) = caches.table(file.key) {
+        return Ok((t, metadata));
+    }
+    let b = builder(objects, &file.path, file.size, metadata).await?;
+    let md = Arc::clone(b.metadata());
+    let table = read_table(b, &file.path).await?;
+    if table.rows() != file.rows
+        || (table.rows() > 0 && table.id_range() != (file.min_id, file.max_id))
+    {
+        return Err(corrupt(&file.path, "series_id column changed since open"));
+    }
+    let table = Arc::new(table);
+    caches.put_table(file.key, Arc::clone(&table));
+    Ok((table, Some(md)))
+}
+
 /// Reads the rows of the `wanted` series (sorted ids), or of every series when `wanted` is `None`.
 pub(crate) async fn read_series(
     objects: &Objects,
+    caches: &FileCaches,
     file: &FileMeta,
     wanted: Option<&[SeriesId]>,
 ) -> Result<Vec<SeriesChunk>> {
+    let cached_md = caches.metadata(file.key);
+    let mut md = cached_md.clone();
     let ranges = match wanted {
         Some(w) => {
-            let r = file.row_ranges(w);
+            if !file.may_hold(w) {
+                return Ok(Vec::new());
+            }
+            let (table, m) = series_table(objects, caches, file, md).await?;
+            md = m;
+            let r = table.row_ranges(w);
             if r.is_empty() {
+                if cached_md.is_none()
+                    && let Some(m) = md
+                {
+                    caches.put_metadata(file.key, m);
+                }
                 return Ok(Vec::new());
             }
             Some(r)
         }
         None => None,
     };
-    let b = builder(objects, &file.path, file.size, file.metadata.get().cloned()).await?;
-    let _ = file.metadata.set(Arc::clone(b.metadata()));
+    let b = builder(objects, &file.path, file.size, md).await?;
+    if cached_md.is_none() {
+        caches.put_metadata(file.key, Arc::clone(b.metadata()));
+    }
     let mask = projection(&b, &file.path, &["series_id", "timestamp", "value"])?;
     let mut b = b.with_projection(mask).with_batch_size(8192);
     if let Some(r) = ranges {
@@ -181,9 +222,42 @@ pub(crate) async fn read_series(
     Ok(out)
 }
 
-/// Rebuilds a file's in-memory entry from its metadata and `series_id` column.
+/// Builds a file's series table from its `series_id` column alone.
+async fn read_table(
+    b: ParquetRecordBatchStreamBuilder<ObjectReader>,
+    path: &Path,
+) -> Result<SeriesTable> {
+    let mask = projection(&b, path, &["series_id"])?;
+    let mut stream = b.with_projection(mask).with_batch_size(65536).build()?;
+    let mut entries: Vec<(SeriesId, u32, u32)> = Vec::new();
+    let mut row = 0u32;
+    while let Some(batch) = stream.try_next().await? {
+        let ids = batch
+            .column(0)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| corrupt(path, "series_id is not UInt64"))?;
+        if ids.null_count() > 0 {
+            return Err(corrupt(path, "null series_id"));
+        }
+        for &id in ids.values().iter() {
+            match entries.last_mut() {
+                Some(t) if t.0 == id => t.2 += 1,
+                _ => entries.push((id, row, 1)),
+            }
+            row = row
+                .checked_add(1)
+                .ok_or_else(|| corrupt(path, "more than 2^32 rows"))?;
+        }
+    }
+    SeriesTable::from_entries(entries)
+        .ok_or_else(|| corrupt(path, "rows of a series are not contiguous"))
+}
+
+/// Rebuilds a file's in-memory entry from its metadata and `series_id` column; its series table
+/// and footer go to `caches`.
 pub(crate) async fn load_meta(
     objects: &Objects,
+    caches: &FileCaches,
     path: Path,
     size: u64,
     hour: i64,
@@ -191,10 +265,8 @@ pub(crate) async fn load_meta(
     compacted: bool,
 ) -> Result<FileMeta> {
     let b = builder(objects, &path, size, None).await?;
-    let metadata = std::sync::OnceLock::new();
-    let _ = metadata.set(Arc::clone(b.metadata()));
-    let kv = b
-        .metadata()
+    let metadata = Arc::clone(b.metadata());
+    let kv = metadata
         .file_metadata()
         .key_value_metadata()
         .cloned()
@@ -209,34 +281,17 @@ pub(crate) async fn load_meta(
     let max_ts = get("fleetgate.max_ts")
         .and_then(|v| v.parse().ok())
         .unwrap_or(hour + super::HOUR_MS - 1);
-    let rows = b.metadata().file_metadata().num_rows() as u64;
-    let mask = projection(&b, &path, &["series_id"])?;
-    let batches: Vec<RecordBatch> = b
-        .with_projection(mask)
-        .with_batch_size(65536)
-        .build()?
-        .try_collect()
-        .await?;
-    let mut table: Vec<(SeriesId, u32, u32)> = Vec::new();
-    let mut row = 0u32;
-    for batch in &batches {
-        let ids = batch
-            .column(0)
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| corrupt(&path, "series_id is not UInt64"))?;
-        for &id in ids.values().iter() {
-            match table.last_mut() {
-                Some(t) if t.0 == id => t.2 += 1,
-                _ => table.push((id, row, 1)),
-            }
-            row += 1;
-        }
+    let rows = metadata.file_metadata().num_rows() as u64;
+    let table = read_table(b, &path).await?;
+    if table.rows() != rows {
+        return Err(corrupt(
+            &path,
+            "series_id rows differ from the footer's row count",
+        ));
     }
-    table.sort_unstable_by_key(|t| t.0);
-    if table.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(corrupt(&path, "rows of a series are not contiguous"));
-    }
-    Ok(FileMeta {
+    let (min_id, max_id) = table.id_range();
+    let meta = FileMeta {
+        key: FileMeta::new_key(),
         path,
         hour,
         seq,
@@ -245,9 +300,10 @@ pub(crate) async fn load_meta(
         rows,
         min_ts,
         max_ts,
-        ids: table.iter().map(|t| t.0).collect(),
-        first_row: table.iter().map(|t| t.1).collect(),
-        counts: table.iter().map(|t| t.2).collect(),
-        metadata,
-    })
+        min_id,
+        max_id,
+    };
+    caches.put_table(meta.key, Arc::new(table));
+    caches.put_metadata(meta.key, metadata);
+    Ok(meta)
 }

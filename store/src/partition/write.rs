@@ -15,9 +15,9 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::labels::SeriesId;
-use crate::partition::{FileMeta, SAMPLES_FORMAT};
+use crate::partition::{FileMeta, SAMPLES_FORMAT, SeriesTable};
 
 /// Rows per row group.
 const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -227,8 +227,11 @@ pub fn encode_samples(
         i = j;
     }
     let bytes = w.into_inner()?;
-    table.sort_unstable_by_key(|t| t.0);
+    let table = SeriesTable::from_entries(table)
+        .ok_or_else(|| Error::InvalidSeries("a series appears twice in one file".into()))?;
+    let (min_id, max_id) = table.id_range();
     let meta = FileMeta {
+        key: FileMeta::new_key(),
         path,
         hour,
         seq,
@@ -237,17 +240,15 @@ pub fn encode_samples(
         rows: rows as u64,
         min_ts,
         max_ts,
-        ids: table.iter().map(|t| t.0).collect(),
-        first_row: table.iter().map(|t| t.1).collect(),
-        counts: table.iter().map(|t| t.2).collect(),
-        metadata: std::sync::OnceLock::new(),
+        min_id,
+        max_id,
     };
-    Ok((bytes, FileMetaPublic(meta)))
+    Ok((bytes, FileMetaPublic(meta, Arc::new(table))))
 }
 
-/// The in-memory entry of an encoded file (opaque outside the crate).
+/// The in-memory entry of an encoded file and its series table (opaque outside the crate).
 #[derive(Debug)]
-pub struct FileMetaPublic(pub(crate) FileMeta);
+pub struct FileMetaPublic(pub(crate) FileMeta, pub(crate) Arc<SeriesTable>);
 
 impl FileMetaPublic {
     /// Rows in the file.
