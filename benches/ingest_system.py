@@ -144,10 +144,10 @@ def main():
         p.send_signal(signal.SIGTERM)  # flush everything to Parquet
         p.wait(timeout=600)
         disk = dir_bytes(os.path.join(data, "samples"))
-        catalog = dir_bytes(os.path.join(data, "catalog"))
+        total = dir_bytes(data)
         results["systems"]["fleetgate"] = {
             "samples_per_sec": samples / wall, "cpu_sec_per_million": cpu / samples * 1e6,
-            "bytes_per_sample": disk / samples, "catalog_bytes": catalog,
+            "bytes_per_sample": disk / samples, "disk_bytes_per_sample": total / samples,
             "rss_bytes_per_series": rss / max(series, 1), "restart_sec": restart,
             "errors": summ.get("errors", -1),
         }
@@ -170,26 +170,32 @@ def main():
             cpu = cpu_seconds(v.pid) - cpu0
             rss = rss_bytes(v.pid)
             urllib.request.urlopen(f"http://127.0.0.1:{vport}/internal/force_flush", timeout=60).read()
-            time.sleep(5)
+            v.terminate()  # a graceful stop writes every in-memory part
+            v.wait(timeout=120)
             disk = dir_bytes(os.path.join(vdata, "data"))
+            total = dir_bytes(vdata)
             results["systems"]["victoria-metrics"] = {
                 "samples_per_sec": samples / wall, "cpu_sec_per_million": cpu / samples * 1e6,
-                "bytes_per_sample": disk / samples, "rss_bytes_per_series": rss / max(series, 1),
+                "bytes_per_sample": disk / samples, "disk_bytes_per_sample": total / samples,
+                "rss_bytes_per_series": rss / max(series, 1),
                 "errors": summ.get("errors", -1),
             }
         finally:
-            v.terminate()
-            v.wait(timeout=60)
+            if v.poll() is None:
+                v.terminate()
+                v.wait(timeout=60)
 
-    cols = ["samples_per_sec", "cpu_sec_per_million", "bytes_per_sample", "rss_bytes_per_series", "restart_sec"]
+    cols = ["samples_per_sec", "cpu_sec_per_million", "bytes_per_sample", "disk_bytes_per_sample",
+            "rss_bytes_per_series", "restart_sec"]
     print(f"\n{a.shape}: {samples} samples, {series} active series, concurrency {a.concurrency}")
-    print(f"{'system':<18}" + "".join(f"{c:>22}" for c in cols))
+    print("| system | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
     for name, r in results["systems"].items():
-        print(f"{name:<18}" + "".join(f"{r.get(c, float('nan')):>22.3f}" for c in cols))
+        print(f"| {name} | " + " | ".join(f"{r.get(c, float('nan')):.3f}" for c in cols) + " |")
     if "victoria-metrics" in results["systems"]:
         f, v = results["systems"]["fleetgate"], results["systems"]["victoria-metrics"]
-        print("fleetgate/vm ratio " + "".join(
-            f"{(f[c] / v[c]) if c in v and v[c] else float('nan'):>22.2f}" for c in cols))
+        print("| fleetgate / victoria-metrics | " + " | ".join(
+            f"{(f[c] / v[c]) if c in v and v[c] else float('nan'):.2f}" for c in cols) + " |")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(results, fh, indent=2)

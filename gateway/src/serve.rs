@@ -125,6 +125,7 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = maint_store.flush_wanted() => {}
                 _ = maint_rx.wait_for(|v| *v) => break,
             }
             let now = http::now_ms();

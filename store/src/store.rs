@@ -96,6 +96,9 @@ pub struct Store {
     closed: AtomicBool,
     hist: Arc<Histogram>,
     counters: Counters,
+    /// Signalled when an append takes the active memtable past `memtable_flush_bytes`, so that
+    /// maintenance flushes now rather than at its next tick.
+    flush_wanted: tokio::sync::Notify,
 }
 
 fn now_ms() -> i64 {
@@ -231,6 +234,7 @@ impl Store {
             closed: AtomicBool::new(false),
             hist,
             counters: Counters::default(),
+            flush_wanted: tokio::sync::Notify::new(),
         }))
     }
 
@@ -324,12 +328,22 @@ impl Store {
             for s in samples {
                 m.push(s.series, s.timestamp_ms, s.value);
             }
+            if m.bytes() >= self.opts.memtable_flush_bytes {
+                self.flush_wanted.notify_one();
+            }
             lsn
         };
         self.counters
             .samples_appended
             .fetch_add(samples.len() as u64, Ordering::Relaxed);
         self.wal.wait_durable(lsn).await
+    }
+
+    /// Resolves when an append has taken the memtable past `memtable_flush_bytes` (a stored
+    /// permit makes a signal given before the wait count). The maintenance loop waits on this
+    /// beside its timer and then calls [`Store::maintain`].
+    pub async fn flush_wanted(&self) {
+        self.flush_wanted.notified().await;
     }
 
     /// Labels of series `id`.
