@@ -179,6 +179,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration".into());
     }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
     let mut total_ms: u128 = 0;
     let bytes = s.as_bytes();
     let mut i = 0;

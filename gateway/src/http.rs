@@ -325,6 +325,35 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             "Partitions deleted by retention.",
             s.retention_deleted_total as f64,
         );
+        let gauges: [(&str, &str, &str, f64); 4] = [
+            (
+                "fleetgate_catalog_files",
+                "gauge",
+                "Series catalog Parquet files.",
+                s.catalog_files as f64,
+            ),
+            (
+                "fleetgate_catalog_compactions_total",
+                "counter",
+                "Series catalog compactions.",
+                s.catalog_compactions_total as f64,
+            ),
+            (
+                "fleetgate_series_table_cache_bytes",
+                "gauge",
+                "Bytes of per-file series tables cached.",
+                s.series_table_cache_bytes as f64,
+            ),
+            (
+                "fleetgate_parquet_metadata_cache_bytes",
+                "gauge",
+                "Bytes of Parquet footers and page indexes cached.",
+                s.parquet_metadata_cache_bytes as f64,
+            ),
+        ];
+        for (name, kind, help, v) in gauges {
+            telemetry::single(&mut out, name, kind, help, v);
+        }
         let h = core.store.fsync_histogram();
         telemetry::render_snapshot(
             &mut out,

@@ -52,7 +52,7 @@ pub(crate) struct SimulateArgs {
     #[arg(long)]
     pub(crate) start_ms: Option<i64>,
     /// Scrape interval, e.g. 15s, 500ms, 1m.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::config::parse_duration)]
     pub(crate) scrape_interval: Duration,
     /// Fraction of pods replaced per hour; a replaced pod's series get a stale marker.
     #[arg(long, default_value_t = 0.2)]
@@ -67,7 +67,7 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value_t = 120)]
     pub(crate) backfill_samples_per_series: u64,
     /// Live mode length in simulated time, e.g. 60s, 10m; 0 skips live mode.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration)]
     pub(crate) duration: Duration,
     /// Do not pace live mode by the wall clock (timestamps still advance per scrape).
     #[arg(long)]
@@ -85,7 +85,7 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value_t = 10)]
     pub(crate) max_retries: u32,
     /// Timeout of one HTTP attempt, e.g. 30s.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
     pub(crate) timeout: Duration,
     /// Also write each request body to DIR/NNNNNNNN.snappy and DIR/index.tsv.
     #[arg(long, value_name = "DIR")]
@@ -96,28 +96,6 @@ pub(crate) struct SimulateArgs {
     /// Send a recorded directory as-is instead of simulating.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["record_dir", "dry_run"])]
     pub(crate) replay_dir: Option<PathBuf>,
-}
-
-/// Parses `500ms`, `15s`, `10m`, `2h`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 fn now_ms() -> i64 {

@@ -30,6 +30,8 @@ fn health_ready_and_metrics() {
         "fleetgate_flushes_total",
         "fleetgate_active_series{cluster=\"beta\"} 1",
         "process_resident_memory_bytes",
+        "fleetgate_catalog_files",
+        "fleetgate_series_table_cache_bytes",
     ] {
         assert!(m.contains(needle), "/metrics lacks {needle}:\n{m}");
     }

@@ -135,6 +135,63 @@ impl Catalog {
     }
 }
 
+/// One catalog file on the object store: the id range its name claims, and its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CatalogFile {
+    /// First series id of the file's range.
+    pub(crate) first: SeriesId,
+    /// Last series id of the file's range.
+    pub(crate) last: SeriesId,
+    /// Its object path.
+    pub(crate) path: object_store::path::Path,
+}
+
+impl CatalogFile {
+    /// The file `catalog/series-{first}-{last}.parquet`.
+    pub(crate) fn new(first: SeriesId, last: SeriesId) -> Self {
+        Self {
+            first,
+            last,
+            path: catalog_path(first, last),
+        }
+    }
+}
+
+/// Adds the series of catalog file `path` to `catalog`. Files may overlap (a crash between a
+/// catalog compaction's write and the deletion of its inputs leaves both): an id seen before must
+/// carry the same labels, and every id must lie in the file's `[first, last]` range (compaction
+/// and the persisted-id watermark rely on it); anything else is [`Error::Corrupt`].
+pub(crate) fn load_into(
+    catalog: &mut Catalog,
+    file: &CatalogFile,
+    series: Vec<(SeriesId, Labels)>,
+) -> Result<()> {
+    for (id, labels) in series {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: file.path.to_string(),
+            reason,
+        };
+        if id == 0 || id < file.first || id > file.last {
+            return Err(corrupt(format!(
+                "series id {id} outside the file's range {}..={}",
+                file.first, file.last
+            )));
+        }
+        if !catalog.insert(id, &labels) {
+            match catalog.labels_of(id) {
+                Some(known) if *known == labels => {}
+                Some(known) => {
+                    return Err(corrupt(format!(
+                        "series {id} has labels {labels} here but {known} in another catalog file"
+                    )));
+                }
+                None => return Err(corrupt(format!("series id {id} cannot be registered"))),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Object path of a catalog file.
 pub(crate) fn catalog_path(first: SeriesId, last: SeriesId) -> object_store::path::Path {
     object_store::path::Path::from(format!(

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod catalog_compaction;
 mod compaction;
 pub mod error;
 mod index;

@@ -90,6 +90,10 @@ pub struct StoreStats {
     pub samples_appended_total: u64,
     /// Parquet files deleted by retention since open.
     pub retention_deleted_total: u64,
+    /// Series catalog files (`catalog/*.parquet`) on the object store.
+    pub catalog_files: u64,
+    /// Catalog compactions (all catalog files merged into one) since open.
+    pub catalog_compactions_total: u64,
     /// Bytes (weighted) held by the cache of per-file `series_id → rows` tables.
     pub series_table_cache_bytes: u64,
     /// Bytes (weighted) held by the cache of parsed Parquet footers and page indexes.
@@ -116,6 +120,8 @@ pub struct FlushStats {
 pub struct MaintenanceStats {
     /// The flush, when one was due.
     pub flush: Option<FlushStats>,
+    /// Catalog files removed by catalog compaction (inputs merged into one file).
+    pub catalog_compacted_files: u64,
     /// Partitions compacted.
     pub compacted_partitions: u64,
     /// Files removed by compaction (inputs).

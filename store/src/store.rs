@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use hashbrown::HashMap;
 use parking_lot::RwLock;
 
-use crate::catalog::{self, Catalog};
+use crate::catalog::{self, Catalog, CatalogFile};
 use crate::error::{Error, Result};
 use crate::labels::{Labels, SeriesId};
 use crate::matcher::Matcher;
@@ -65,6 +65,8 @@ pub(crate) struct MaintState {
     persisted_max_id: SeriesId,
     /// When `maintain` last flushed (its `now_ms`).
     last_flush_ms: Option<i64>,
+    /// The catalog files on the object store (flush adds one, catalog compaction merges them).
+    pub(crate) catalog_files: Vec<CatalogFile>,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +75,9 @@ struct Counters {
     compactions: AtomicU64,
     samples_appended: AtomicU64,
     retention_deleted: AtomicU64,
+    /// Gauge: catalog files on the object store.
+    catalog_files: AtomicU64,
+    catalog_compactions: AtomicU64,
 }
 
 /// The storage engine. Share it as `Arc<Store>`.
@@ -135,23 +140,26 @@ impl Store {
 
         // 1. Catalog files, in id order.
         let mut catalog = Catalog::default();
-        let mut cat_files: Vec<(SeriesId, SeriesId, object_store::path::Path)> = objects
+        // Ranges may overlap after a crash mid catalog compaction; `load_into` de-duplicates.
+        let mut cat_files: Vec<CatalogFile> = objects
             .list(catalog::CATALOG_DIR)
             .await?
             .into_iter()
             .filter_map(|m| {
-                let (a, b) = catalog::parse_catalog_name(m.location.filename()?)?;
-                Some((a, b, m.location))
+                let (first, last) = catalog::parse_catalog_name(m.location.filename()?)?;
+                Some(CatalogFile {
+                    first,
+                    last,
+                    path: m.location,
+                })
             })
             .collect();
-        cat_files.sort_by_key(|f| f.0);
+        cat_files.sort_by_key(|f| (f.first, f.last));
         let mut persisted_max_id = 0;
-        for (_, last, path) in &cat_files {
-            let bytes = objects.get(path).await?;
-            for (id, labels) in catalog::decode(path.as_ref(), bytes)? {
-                catalog.insert(id, &labels);
-            }
-            persisted_max_id = persisted_max_id.max(*last);
+        for f in &cat_files {
+            let bytes = objects.get(&f.path).await?;
+            catalog::load_into(&mut catalog, f, catalog::decode(f.path.as_ref(), bytes)?)?;
+            persisted_max_id = persisted_max_id.max(f.last);
         }
 
         // 2. Sample files.
@@ -211,10 +219,15 @@ impl Store {
             records = replay.records,
             samples = active.samples(),
             series = catalog.len(),
+            catalog_files = cat_files.len(),
             files = files.file_count(),
             ms = t0.elapsed().as_millis() as u64,
             "store opened, WAL replayed"
         );
+        let counters = Counters::default();
+        counters
+            .catalog_files
+            .store(cat_files.len() as u64, Ordering::Relaxed);
         Ok(Arc::new(Store {
             opts,
             objects,
@@ -229,11 +242,12 @@ impl Store {
             maint: tokio::sync::Mutex::new(MaintState {
                 persisted_max_id,
                 last_flush_ms: None,
+                catalog_files: cat_files,
             }),
             next_file_seq: Arc::new(AtomicU64::new(max_seq + 1)),
             closed: AtomicBool::new(false),
             hist,
-            counters: Counters::default(),
+            counters,
             flush_wanted: tokio::sync::Notify::new(),
         }))
     }
@@ -519,8 +533,13 @@ impl Store {
                 let bytes = catalog::encode(&series)?;
                 stats.bytes += bytes.len() as u64;
                 stats.series = series.len() as u64;
+                let file = CatalogFile::new(first, last);
+                // Listed first: a put that fails half-way may still have left the file.
+                ms.catalog_files.retain(|f| f.path != file.path);
+                ms.catalog_files.push(file.clone());
+                self.note_catalog_files(ms);
                 self.objects
-                    .put_durable(&catalog::catalog_path(first, last), Bytes::from(bytes))
+                    .put_durable(&file.path, Bytes::from(bytes))
                     .await?;
             }
             ms.persisted_max_id = max_id;
@@ -602,7 +621,8 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes when due (interval or size), compacts closed partitions, applies retention.
+    /// Flushes when due (interval or size), merges the catalog files when there are too many (or
+    /// a crash left overlapping ones), compacts closed partitions, applies retention.
     /// Called every ~10 s by the gateway with the current time.
     pub async fn maintain(&self, now_ms: i64) -> Result<MaintenanceStats> {
         let mut ms = self.maint.lock().await;
@@ -621,6 +641,14 @@ impl Store {
         if due {
             out.flush = Some(self.flush_locked(&mut ms).await?);
             ms.last_flush_ms = Some(now_ms);
+        }
+        let cat = crate::catalog_compaction::run(self, &mut ms.catalog_files).await;
+        self.note_catalog_files(&ms);
+        if let Some(c) = cat? {
+            out.catalog_compacted_files = c.removed;
+            self.counters
+                .catalog_compactions
+                .fetch_add(1, Ordering::Relaxed);
         }
         let (parts, files) = crate::compaction::run(self, now_ms).await?;
         out.compacted_partitions = parts;
@@ -674,9 +702,18 @@ impl Store {
             files,
             samples_appended_total: self.counters.samples_appended.load(Ordering::Relaxed),
             retention_deleted_total: self.counters.retention_deleted.load(Ordering::Relaxed),
+            catalog_files: self.counters.catalog_files.load(Ordering::Relaxed),
+            catalog_compactions_total: self.counters.catalog_compactions.load(Ordering::Relaxed),
             series_table_cache_bytes,
             parquet_metadata_cache_bytes,
         }
+    }
+
+    /// Publishes the number of catalog files for [`Store::stats`].
+    fn note_catalog_files(&self, ms: &MaintState) {
+        self.counters
+            .catalog_files
+            .store(ms.catalog_files.len() as u64, Ordering::Relaxed);
     }
 
     /// WAL `fdatasync` latency.

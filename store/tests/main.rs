@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test/bench code: panics are failures
 
 mod caches;
+mod catalog;
 mod common;
 mod compaction;
 mod layout;

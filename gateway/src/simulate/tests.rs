@@ -9,6 +9,7 @@ use prost::Message;
 use super::encode::Payload;
 use super::workload::{Epoch, Fleet, FleetConfig, STALE_NAN, epochs};
 use super::*;
+use crate::config::parse_duration;
 
 const START: i64 = 1_700_000_000_000;
 
@@ -414,7 +415,7 @@ fn durations_parse() {
     assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
     assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
     assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-    assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
     assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
     assert!(parse_duration("5x").is_err());
 }
