@@ -29,6 +29,8 @@ pub(crate) struct Config {
     pub(crate) http: HttpConfig,
     /// Storage engine tuning.
     pub(crate) storage: StorageConfig,
+    /// PromQL query limits.
+    pub(crate) query: QueryConfig,
     /// Default per-cluster ingest limits; a cluster may override any of them.
     pub(crate) limits: Limits,
     /// Open dev mode (used only when `clusters` configures no token).
@@ -45,6 +47,7 @@ impl Default for Config {
             http_addr: None,
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
+            query: QueryConfig::default(),
             limits: Limits::default(),
             dev: DevConfig::default(),
             clusters: Vec::new(),
@@ -113,6 +116,26 @@ impl Default for StorageConfig {
             maintenance_interval: PromDuration(Duration::from_secs(10)),
             series_table_cache_bytes: 64 << 20,
             parquet_metadata_cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// PromQL query limits (`/api/v1/query`, `/api/v1/query_range`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct QueryConfig {
+    /// Longest a query may run; a request's own `timeout` can only shorten it. Default `2m`.
+    pub(crate) timeout: PromDuration,
+    /// Most samples a query may hold in memory at once; beyond it the query fails with an
+    /// `execution` error instead of exhausting memory. Default 50,000,000.
+    pub(crate) max_samples: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: PromDuration(Duration::from_secs(120)),
+            max_samples: 50_000_000,
         }
     }
 }
@@ -363,6 +386,12 @@ impl Config {
         }
         if s.wal_max_bytes < s.wal_segment_bytes {
             bail!("config key `storage.wal_max_bytes`: must be ≥ storage.wal_segment_bytes");
+        }
+        if self.query.timeout.0 < Duration::from_millis(1) {
+            bail!("config key `query.timeout`: must be positive");
+        }
+        if self.query.max_samples == 0 {
+            bail!("config key `query.max_samples`: must be > 0");
         }
         if s.compaction_min_files < 2 {
             bail!("config key `storage.compaction_min_files`: must be at least 2");

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::prom_api;
 use crate::telemetry::{self, Telemetry};
 
 /// The engine parts that exist once the WAL has been replayed.
@@ -56,6 +57,28 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
+        .route(
+            "/api/v1/query_range",
+            get(prom_api::query_range).post(prom_api::query_range),
+        )
+        .route(
+            "/api/v1/series",
+            get(prom_api::series).post(prom_api::series),
+        )
+        .route(
+            "/api/v1/labels",
+            get(prom_api::labels).post(prom_api::labels),
+        )
+        .route("/api/v1/label/{name}/values", get(prom_api::label_values))
+        .route("/api/v1/metadata", get(prom_api::metadata))
+        .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
+        .route(
+            "/api/v1/query_exemplars",
+            get(prom_api::query_exemplars).post(prom_api::query_exemplars),
+        )
+        .route("/api/v1/rules", get(prom_api::rules))
+        .route("/api/v1/alerts", get(prom_api::alerts))
         .route(
             "/api/v1/export",
             get(crate::export::export).post(crate::export::export_form),

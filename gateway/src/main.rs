@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod export;
 mod http;
+mod prom_api;
 mod serve;
 mod simulate;
 mod telemetry;

@@ -7,3 +7,4 @@ mod harness;
 mod ingest_restart;
 mod interop;
 mod ops;
+mod prom_api;

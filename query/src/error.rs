@@ -26,6 +26,54 @@ pub enum Error {
     /// The store failed while reading.
     #[error("store: {0}")]
     Store(#[from] fleetgate_store::Error),
+    /// The query is valid but cannot be evaluated on this data (e.g. many-to-many matching,
+    /// duplicate output series); Prometheus reports these as `execution` errors.
+    #[error("{0}")]
+    Execution(String),
+    /// The query ran past its deadline.
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// The query would hold more samples in memory than the configured budget.
+    #[error("query processing would load too many samples into memory in {phase} (limit {limit})")]
+    TooManySamples {
+        /// Where the budget was exceeded.
+        phase: &'static str,
+        /// The budget.
+        limit: usize,
+    },
+    /// A range query asks for more points per series than allowed (Prometheus: 11,000).
+    #[error(
+        "exceeded maximum resolution of {limit} points per timeseries. Try decreasing the query resolution (?step=XX)"
+    )]
+    TooManyPoints {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// The error classes of the Prometheus HTTP API (`errorType` in its JSON envelope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorType {
+    /// `bad_data`, HTTP 400.
+    BadData,
+    /// `execution`, HTTP 422.
+    Execution,
+    /// `timeout`, HTTP 503.
+    Timeout,
+    /// `internal`, HTTP 500.
+    Internal,
+}
+
+impl ApiErrorType {
+    /// The `errorType` string Prometheus uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiErrorType::BadData => "bad_data",
+            ApiErrorType::Execution => "execution",
+            ApiErrorType::Timeout => "timeout",
+            ApiErrorType::Internal => "internal",
+        }
+    }
 }
 
 impl Error {
@@ -35,6 +83,21 @@ impl Error {
             Error::BadQuery { .. } | Error::BadParam { .. } => true,
             Error::Store(fleetgate_store::Error::InvalidRegex { .. }) => true,
             Error::Store(_) => false,
+            Error::TooManyPoints { .. } => true,
+            Error::Execution(_) | Error::Timeout(_) | Error::TooManySamples { .. } => false,
+        }
+    }
+
+    /// The Prometheus API error class this error is reported as.
+    pub fn api_error_type(&self) -> ApiErrorType {
+        match self {
+            Error::BadQuery { .. } | Error::BadParam { .. } | Error::TooManyPoints { .. } => {
+                ApiErrorType::BadData
+            }
+            Error::Store(fleetgate_store::Error::InvalidRegex { .. }) => ApiErrorType::BadData,
+            Error::Store(_) => ApiErrorType::Internal,
+            Error::Execution(_) | Error::TooManySamples { .. } => ApiErrorType::Execution,
+            Error::Timeout(_) => ApiErrorType::Timeout,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Query side of fleetgate; reads the store only through its scan API.
 //!
-//! Today: series selectors (parsed with `promql-parser`, so their syntax is exactly PromQL's) and the
-//! raw-sample export behind `/api/v1/export`. The PromQL engine, SQL and cost allocation come here.
+//! Today: series selectors (parsed with `promql-parser`, so their syntax is exactly PromQL's), the
+//! raw-sample export behind `/api/v1/export`, and the PromQL engine ([`promql::Engine`]).
+//! SQL and cost allocation come here.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod export;
+pub mod promql;
 pub mod selector;
 pub mod time;
 

@@ -24,13 +24,25 @@ pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>> {
             "offset and @ are not allowed in a series selector".into()
         ));
     }
+    selector_matchers(&vs).map_err(|e| match e {
+        Error::BadQuery { reason, .. } => bad(reason),
+        other => other,
+    })
+}
+
+/// The store matcher sets (alternatives, more than one with `or` inside braces) of a parsed selector.
+pub(crate) fn selector_matchers(vs: &parser::VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+    let bad = |reason: String| Error::BadQuery {
+        query: vs.to_string(),
+        reason,
+    };
     let groups: Vec<Vec<promql_parser::label::Matcher>> = if vs.matchers.or_matchers.is_empty() {
         vec![vs.matchers.matchers.clone()]
     } else {
         vs.matchers.or_matchers.clone()
     };
     let mut out = Vec::with_capacity(groups.len());
-    for group in groups {
+    for group in &groups {
         let mut ms = Vec::with_capacity(group.len() + 1);
         if let Some(name) = &vs.name {
             ms.push(Matcher::equal("__name__", name.clone()));
@@ -42,7 +54,7 @@ pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>> {
                 PMatchOp::Re(_) => MatchOp::RegexMatch,
                 PMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
             };
-            ms.push(Matcher::new(op, m.name, m.value)?);
+            ms.push(Matcher::new(op, m.name.clone(), m.value.clone())?);
         }
         if ms.iter().all(Matcher::matches_empty) {
             return Err(bad(

@@ -9,14 +9,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use hashbrown::HashMap;
 
 use crate::error::Result;
 use crate::labels::SeriesId;
 use crate::memtable::sort_dedup_last;
 use crate::partition::read::read_series;
-use crate::partition::write::{FileMetaPublic, SamplesEncoding, SeriesRows, encode_samples};
+use crate::partition::write::{
+    FileInfo, FileMetaPublic, SamplesEncoding, SeriesRows, ts_range, write_samples_streaming,
+};
 use crate::partition::{self, FileMeta, HOUR_MS};
 use crate::partition::{TimestampEncoding, ValueEncoding};
 use crate::store::{Store, series_names};
@@ -67,7 +68,7 @@ pub(crate) async fn compact_partition(
             merged.entry(id).or_default().extend(ts.into_iter().zip(vs));
         }
     }
-    let rows: Vec<SeriesRows> = {
+    let mut rows: Vec<SeriesRows> = {
         let cat = store.catalog.read();
         merged
             .into_iter()
@@ -85,11 +86,24 @@ pub(crate) async fn compact_partition(
             })
             .collect()
     };
+    rows.sort_by(|a, b| a.metric.cmp(&b.metric).then(a.id.cmp(&b.id)));
     let seq = inputs.iter().map(|f| f.seq).max().unwrap_or(0);
     let path = partition::file_path(hour, seq, true);
-    let p2 = path.clone();
-    let (bytes, meta) = tokio::task::spawn_blocking(move || {
-        encode_samples(rows, COMPACTION_ENCODING, hour, seq, true, p2)
+    let file = FileInfo {
+        path: path.clone(),
+        hour,
+        seq,
+        compacted: true,
+    };
+    let (objects, rt) = (store.objects.clone(), tokio::runtime::Handle::current());
+    // Streamed to the object store (fsync'd when local) without holding the encoded file.
+    let meta = tokio::task::spawn_blocking(move || {
+        let range = ts_range(rows.iter().map(|s| &s.ts[..]), hour);
+        let series = rows.iter().map(|s| {
+            let (id, metric, cluster) = (s.id, &*s.metric, s.cluster.as_deref());
+            (id, metric, cluster, &s.ts[..], &s.values[..])
+        });
+        write_samples_streaming(&objects, &rt, file, COMPACTION_ENCODING, range, series)
     })
     .await
     .map_err(|e| crate::error::Error::Io {
@@ -98,8 +112,7 @@ pub(crate) async fn compact_partition(
         source: std::io::Error::other(e.to_string()),
     })??;
     let FileMetaPublic(meta, table) = meta;
-    let (rows_out, size) = (meta.rows, bytes.len());
-    store.objects.put_durable(&path, Bytes::from(bytes)).await?;
+    let (rows_out, size) = (meta.rows, meta.size);
     {
         let mut set = store.files.write();
         store.caches.put_table(meta.key, table);

@@ -32,6 +32,8 @@ mod store;
 mod wal;
 
 #[cfg(test)]
+mod flush_mem_report;
+#[cfg(test)]
 mod mem_report;
 
 pub use error::{Error, Result};

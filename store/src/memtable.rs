@@ -5,10 +5,10 @@ use hashbrown::HashMap;
 
 use crate::labels::SeriesId;
 
-/// Estimated bytes per sample (timestamp + value).
-const SAMPLE_BYTES: usize = 16;
-/// Estimated fixed bytes per series entry (map slot + two vector headers).
-const SERIES_BYTES: usize = 80;
+/// Heap bytes of one hash-map slot (key, two vector headers, control byte).
+const SLOT_BYTES: usize = size_of::<(SeriesId, SeriesBuf)>() + 1;
+/// Smallest growth of a series' vectors, in samples.
+const MIN_GROWTH: usize = 16;
 
 /// One series' samples in arrival order.
 #[derive(Debug, Default, Clone)]
@@ -18,10 +18,17 @@ pub(crate) struct SeriesBuf {
 }
 
 /// Samples of many series.
+///
+/// Memory is accounted by *capacity* (what the allocator really holds), not by length, so that
+/// `memtable_flush_bytes` and `memtable_max_bytes` bound real memory. The vectors grow by 1.25×
+/// rather than doubling: at most a fifth of their capacity is slack (about a tenth on average)
+/// instead of half (a quarter), for a few more reallocations (amortised copies ~4× the data
+/// instead of ~2×, cheap next to the WAL).
 #[derive(Debug, Default)]
 pub(crate) struct Memtable {
     pub(crate) series: HashMap<SeriesId, SeriesBuf>,
-    bytes: usize,
+    /// Bytes of the series' vectors, by capacity.
+    vec_bytes: usize,
     samples: usize,
     /// Smallest and largest timestamps held.
     pub(crate) min_ts: i64,
@@ -41,13 +48,17 @@ impl Memtable {
 
     /// Adds one sample.
     pub(crate) fn push(&mut self, series: SeriesId, ts: i64, value: f64) {
-        let buf = self.series.entry(series).or_insert_with(|| {
-            self.bytes += SERIES_BYTES;
-            SeriesBuf::default()
-        });
+        let buf = self.series.entry(series).or_default();
+        let (ct, cv) = (buf.ts.capacity(), buf.values.capacity());
+        if buf.ts.len() == ct || buf.values.len() == cv {
+            let extra = (ct / 4).max(MIN_GROWTH);
+            buf.ts.reserve_exact(extra);
+            buf.values.reserve_exact(extra);
+            self.vec_bytes += (buf.ts.capacity() - ct) * size_of::<i64>()
+                + (buf.values.capacity() - cv) * size_of::<f64>();
+        }
         buf.ts.push(ts);
         buf.values.push(value);
-        self.bytes += SAMPLE_BYTES;
         if self.samples == 0 {
             self.min_ts = ts;
             self.max_ts = ts;
@@ -58,9 +69,9 @@ impl Memtable {
         self.samples += 1;
     }
 
-    /// Estimated heap bytes.
+    /// Heap bytes held: the vectors' capacities and (about) the hash map's slots.
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes
+        self.vec_bytes + self.series.capacity() * SLOT_BYTES
     }
 
     /// Number of samples.
@@ -128,5 +139,22 @@ mod tests {
         sort_dedup_last(&mut out);
         assert_eq!(out, vec![(1, 2.0), (2, 4.0), (3, 3.0)]);
         assert_eq!(m.samples(), 4);
+    }
+
+    #[test]
+    fn bytes_follow_capacity() {
+        let mut m = Memtable::default();
+        for t in 0..1000 {
+            m.push(1, t, 0.0);
+            m.push(2, t, 0.0);
+        }
+        let b = &m.series[&1];
+        assert!(b.ts.capacity() >= 1000 && b.ts.capacity() <= 1250);
+        let vecs: usize = m
+            .series
+            .values()
+            .map(|b| (b.ts.capacity() + b.values.capacity()) * 8)
+            .sum();
+        assert_eq!(m.bytes(), vecs + m.series.capacity() * SLOT_BYTES);
     }
 }

@@ -7,12 +7,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::wal::segment::{io_err, sync_dir};
+
+/// Bytes buffered per part of a streamed upload (one put below that, multipart above).
+const UPLOAD_PART_BYTES: usize = 8 << 20;
+/// Parts of one streamed upload in flight at once.
+const UPLOAD_CONCURRENCY: usize = 2;
 
 /// Object store plus, when it is the default local one, its root for fsync.
 #[derive(Debug, Clone)]
@@ -44,26 +50,35 @@ impl Objects {
         })
     }
 
+    /// A writer that streams an object to the store: buffered up to [`UPLOAD_PART_BYTES`] and
+    /// written with one put, or uploaded in parts of that size beyond it; the object appears
+    /// whole when the writer is shut down (or not at all). Follow with [`Objects::sync_blocking`].
+    pub(crate) fn streaming_writer(&self, path: &Path) -> BufWriter {
+        BufWriter::with_capacity(Arc::clone(&self.store), path.clone(), UPLOAD_PART_BYTES)
+            .with_max_concurrency(UPLOAD_CONCURRENCY)
+    }
+
+    /// On the local filesystem, fsyncs a written object and its directory (blocking; from a
+    /// blocking thread); a no-op elsewhere.
+    pub(crate) fn sync_blocking(&self, path: &Path) -> Result<()> {
+        match &self.local_root {
+            Some(root) => sync_file_and_dir(&root.join(path.as_ref())),
+            None => Ok(()),
+        }
+    }
+
     /// Writes an object; on the local filesystem also fsyncs the file and its directory.
     pub(crate) async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.store.put(path, PutPayload::from_bytes(bytes)).await?;
         if let Some(root) = &self.local_root {
             let file: PathBuf = root.join(path.as_ref());
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                std::fs::File::open(&file)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io_err("fsync", &file))?;
-                if let Some(parent) = file.parent() {
-                    sync_dir(parent)?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| Error::Io {
-                op: "fsync task",
-                path: path.to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+                .await
+                .map_err(|e| Error::Io {
+                    op: "fsync task",
+                    path: path.to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
         }
         Ok(())
     }
@@ -86,4 +101,15 @@ impl Objects {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// fsyncs a local file and its directory.
+fn sync_file_and_dir(file: &std::path::Path) -> Result<()> {
+    std::fs::File::open(file)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("fsync", file))?;
+    if let Some(parent) = file.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
 }

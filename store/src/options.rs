@@ -17,9 +17,18 @@ pub struct StoreOptions {
     /// The memtable is flushed at least this often. Default 10 min.
     pub flush_interval: Duration,
     /// A flush starts when the active memtable exceeds this many bytes. Default 256 MiB.
+    ///
+    /// Memtable bytes are what the allocator holds (vector capacities, hash-map slots), ~1.1×
+    /// the 16 B per sample. A flush streams the frozen memtable to Parquet, so it needs only tens
+    /// of MiB beyond it (one Arrow batch, one row group, one 8 MiB upload part; plus sorted copies
+    /// of series that arrived out of order), but the active memtable keeps filling meanwhile: the
+    /// peak is about twice this under sustained load, bounded by `memtable_max_bytes`. Lower
+    /// means less memory and shorter flushes, but more, smaller files per hour partition (each
+    /// flush writes one file per hour it covers) until compaction merges them, and more flushes.
     pub memtable_flush_bytes: usize,
     /// Above this many memtable bytes (active + being flushed), `append` and `check_budget`
-    /// return `Error::Overloaded`. Default 1 GiB.
+    /// return `Error::Overloaded`: the memtables' memory stays below this plus a flush's
+    /// encode buffers. Default 1 GiB.
     pub memtable_max_bytes: usize,
     /// Above this many WAL bytes, `append` and `check_budget` return `Error::Overloaded`.
     /// Default 4 GiB.

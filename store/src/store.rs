@@ -1,6 +1,7 @@
 //! [`Store`]: the write path (series ids, WAL group commit, memtable), the read path (index +
 //! memtables + Parquet), and flush; compaction and retention live in their own modules.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,13 +21,10 @@ use crate::objects::Objects;
 use crate::options::{CacheOptions, StoreOptions};
 use crate::partition::cache::FileCaches;
 use crate::partition::read::{SeriesChunk, load_meta, read_series};
-use crate::partition::write::{FileMetaPublic, SamplesEncoding, SeriesRows, encode_samples};
+use crate::partition::write::{FileInfo, FileMetaPublic, SamplesEncoding, write_samples_streaming};
 use crate::partition::{self, FileMeta, PartitionSet, hour_of};
 use crate::stats::{FlushStats, Histogram, HistogramSnapshot, MaintenanceStats, StoreStats};
 use crate::wal::{self, Wal, record};
-
-/// An encoded sample file: its bytes, its entry and its series table.
-type Encoded = (Vec<u8>, FileMetaPublic);
 
 /// One sample to append.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +88,7 @@ pub struct Store {
     /// flush holds it exclusive to rotate the WAL and freeze the memtable atomically.
     gate: RwLock<()>,
     pub(crate) catalog: RwLock<Catalog>,
-    active: RwLock<Memtable>,
+    pub(crate) active: RwLock<Memtable>,
     frozen: RwLock<Vec<Frozen>>,
     frozen_bytes: AtomicU64,
     pub(crate) files: RwLock<PartitionSet>,
@@ -559,7 +557,8 @@ impl Store {
         Ok(stats)
     }
 
-    /// Writes one frozen memtable as one file per hour partition and registers the files.
+    /// Writes one frozen memtable as one file per hour partition and registers the files (those
+    /// written before an error too).
     async fn write_memtable(&self, mem: &Arc<Memtable>, stats: &mut FlushStats) -> Result<()> {
         let names: HashMap<SeriesId, (Arc<str>, Option<Arc<str>>)> = {
             let cat = self.catalog.read();
@@ -570,55 +569,20 @@ impl Store {
         };
         let mem = Arc::clone(mem);
         let seqs = Arc::clone(&self.next_file_seq);
-        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<Encoded>> {
-            let mut by_hour: BTreeMap<i64, Vec<SeriesRows>> = BTreeMap::new();
-            for (id, buf) in &mem.series {
-                let mut s: Vec<(i64, f64)> = buf
-                    .ts
-                    .iter()
-                    .copied()
-                    .zip(buf.values.iter().copied())
-                    .collect();
-                sort_dedup_last(&mut s);
-                let (metric, cluster) =
-                    names.get(id).cloned().unwrap_or_else(|| series_names(None));
-                let mut i = 0;
-                while i < s.len() {
-                    let h = hour_of(s[i].0);
-                    let j = i + s[i..].partition_point(|x| hour_of(x.0) == h);
-                    by_hour.entry(h).or_default().push(SeriesRows {
-                        id: *id,
-                        metric: Arc::clone(&metric),
-                        cluster: cluster.clone(),
-                        ts: s[i..j].iter().map(|x| x.0).collect(),
-                        values: s[i..j].iter().map(|x| x.1).collect(),
-                    });
-                    i = j;
-                }
-            }
-            let mut out = Vec::with_capacity(by_hour.len());
-            for (hour, rows) in by_hour {
-                let seq = seqs.fetch_add(1, Ordering::Relaxed);
-                let path = partition::file_path(hour, seq, false);
-                let (bytes, meta) =
-                    encode_samples(rows, SamplesEncoding::default(), hour, seq, false, path)?;
-                out.push((bytes, meta));
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(join_err)??;
-        for (bytes, FileMetaPublic(meta, table)) in encoded {
+        let objects = self.objects.clone();
+        let rt = tokio::runtime::Handle::current();
+        let (written, failed) =
+            tokio::task::spawn_blocking(move || write_frozen(&mem, &names, &seqs, &objects, &rt))
+                .await
+                .map_err(join_err)?;
+        for FileMetaPublic(meta, table) in written {
             stats.files += 1;
             stats.rows += meta.rows;
-            stats.bytes += bytes.len() as u64;
-            self.objects
-                .put_durable(&meta.path, Bytes::from(bytes))
-                .await?;
+            stats.bytes += meta.size;
             self.caches.put_table(meta.key, table);
             self.files.write().add(Arc::new(meta));
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Flushes when due (interval or size), merges the catalog files when there are too many (or
@@ -727,6 +691,92 @@ impl Store {
     }
 }
 
+/// One series of a frozen memtable, by time without duplicates: its vectors when they already
+/// are (the usual case, no copy), else a sorted copy.
+struct SortedSeries<'a> {
+    id: SeriesId,
+    metric: Arc<str>,
+    cluster: Option<Arc<str>>,
+    ts: Cow<'a, [i64]>,
+    values: Cow<'a, [f64]>,
+}
+
+/// Writes a frozen memtable as one file per hour partition, hour by hour, each streamed to the
+/// object store (see [`write_samples_streaming`]): besides the memtable, only sorted copies of
+/// out-of-order series and one file's encode buffers are held. Returns the files written and the
+/// error that stopped it, if any. Runs on a blocking thread.
+fn write_frozen(
+    mem: &Memtable,
+    names: &HashMap<SeriesId, (Arc<str>, Option<Arc<str>>)>,
+    seqs: &AtomicU64,
+    objects: &Objects,
+    rt: &tokio::runtime::Handle,
+) -> (Vec<FileMetaPublic>, Option<Error>) {
+    let mut series: Vec<SortedSeries<'_>> = mem
+        .series
+        .iter()
+        .filter(|(_, b)| !b.ts.is_empty())
+        .map(|(id, buf)| {
+            let (metric, cluster) = names.get(id).cloned().unwrap_or_else(|| series_names(None));
+            let (ts, values) = if buf.ts.windows(2).all(|w| w[0] < w[1]) {
+                (Cow::Borrowed(&buf.ts[..]), Cow::Borrowed(&buf.values[..]))
+            } else {
+                let mut s: Vec<(i64, f64)> = buf
+                    .ts
+                    .iter()
+                    .copied()
+                    .zip(buf.values.iter().copied())
+                    .collect();
+                sort_dedup_last(&mut s);
+                let (t, v): (Vec<i64>, Vec<f64>) = s.into_iter().unzip();
+                (Cow::Owned(t), Cow::Owned(v))
+            };
+            SortedSeries {
+                id: *id,
+                metric,
+                cluster,
+                ts,
+                values,
+            }
+        })
+        .collect();
+    series.sort_by(|a, b| a.metric.cmp(&b.metric).then(a.id.cmp(&b.id)));
+    // Hour partitions covered, with their (min, max) timestamps (the files' metadata).
+    let mut hours: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for s in &series {
+        let mut i = 0;
+        while i < s.ts.len() {
+            let h = hour_of(s.ts[i]);
+            let j = i + s.ts[i..].partition_point(|t| hour_of(*t) == h);
+            let e = hours.entry(h).or_insert((i64::MAX, i64::MIN));
+            e.0 = e.0.min(s.ts[i]);
+            e.1 = e.1.max(s.ts[j - 1]);
+            i = j;
+        }
+    }
+    let mut out = Vec::with_capacity(hours.len());
+    for (hour, range) in hours {
+        let seq = seqs.fetch_add(1, Ordering::Relaxed);
+        let file = FileInfo {
+            path: partition::file_path(hour, seq, false),
+            hour,
+            seq,
+            compacted: false,
+        };
+        let rows = series.iter().map(|s| {
+            let lo = s.ts.partition_point(|t| hour_of(*t) < hour);
+            let hi = s.ts.partition_point(|t| hour_of(*t) <= hour);
+            let (id, metric, cluster) = (s.id, &*s.metric, s.cluster.as_deref());
+            (id, metric, cluster, &s.ts[lo..hi], &s.values[lo..hi])
+        });
+        match write_samples_streaming(objects, rt, file, SamplesEncoding::default(), range, rows) {
+            Ok(m) => out.push(m),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
 /// True when `e` says an object vanished (compaction or retention removed a file mid-scan).
 fn is_not_found(e: &Error) -> bool {
     match e {
@@ -753,4 +803,144 @@ pub(crate) fn series_names(labels: Option<&Labels>) -> (Arc<str>, Option<Arc<str
         .find(|x| &*x.name == "cluster")
         .map(|x| Arc::clone(&x.value));
     (metric.unwrap_or_else(|| Arc::from("")), cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
+    use super::*;
+    use crate::partition::HOUR_MS;
+    use crate::partition::write::{BATCH_ROWS, SeriesRows, encode_samples};
+
+    const T0: i64 = 1_767_225_600_000;
+
+    /// The files of a streamed flush of a memtable larger than one Arrow batch (with a series
+    /// larger than a batch, out-of-order and duplicate samples, three hours) are byte for byte what
+    /// the former in-memory encoding produced, and scans read the same before and after.
+    #[tokio::test]
+    async fn streamed_flush_matches_in_memory_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(opts.clone()).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..300 {
+            let l = Labels::from_pairs([
+                ("__name__", format!("m{}", i % 3)),
+                ("instance", format!("i{i}")),
+            ]);
+            let l = if i % 2 == 0 {
+                l
+            } else {
+                Labels::from_pairs(
+                    l.iter()
+                        .map(|x| (x.name.to_string(), x.value.to_string()))
+                        .chain([("cluster".to_string(), format!("c{}", i % 4))]),
+                )
+            };
+            ids.push(store.series_id(&l).unwrap().0);
+        }
+        let mut samples = Vec::new();
+        // One series larger than a batch, within one hour.
+        for k in 0..(BATCH_ROWS as i64 + 5000) {
+            samples.push((ids[0], T0 + k * 50, k as f64));
+        }
+        // 299 series over two hours, 400 samples each; every 5th series out of order with
+        // duplicates (the later write must win).
+        for (n, id) in ids.iter().enumerate().skip(1) {
+            for k in 0..400i64 {
+                let t = T0 + k * 18_000 + n as i64;
+                samples.push((*id, t, (k * 7) as f64));
+                if n % 5 == 0 && k % 3 == 0 {
+                    samples.push((*id, t - 36_000, -(k as f64)));
+                }
+            }
+        }
+        let refs: Vec<SampleRef> = samples
+            .iter()
+            .map(|&(series, timestamp_ms, value)| SampleRef {
+                series,
+                timestamp_ms,
+                value,
+            })
+            .collect();
+        for c in refs.chunks(10_000) {
+            store.append(c).await.unwrap();
+        }
+
+        // The former flush: per hour, every series' sorted rows, encoded in memory at once.
+        let first_seq = store.next_file_seq.load(Ordering::Relaxed);
+        let expected: BTreeMap<i64, Vec<u8>> = {
+            let mem = store.active.read();
+            assert!(mem.samples() > BATCH_ROWS * 2);
+            let cat = store.catalog.read();
+            let mut by_hour: BTreeMap<i64, Vec<SeriesRows>> = BTreeMap::new();
+            for (id, buf) in &mem.series {
+                let mut s: Vec<(i64, f64)> = buf
+                    .ts
+                    .iter()
+                    .copied()
+                    .zip(buf.values.iter().copied())
+                    .collect();
+                sort_dedup_last(&mut s);
+                let (metric, cluster) = series_names(cat.labels_of(*id));
+                let mut i = 0;
+                while i < s.len() {
+                    let h = hour_of(s[i].0);
+                    let j = i + s[i..].partition_point(|x| hour_of(x.0) == h);
+                    by_hour.entry(h).or_default().push(SeriesRows {
+                        id: *id,
+                        metric: Arc::clone(&metric),
+                        cluster: cluster.clone(),
+                        ts: s[i..j].iter().map(|x| x.0).collect(),
+                        values: s[i..j].iter().map(|x| x.1).collect(),
+                    });
+                    i = j;
+                }
+            }
+            by_hour
+                .into_iter()
+                .enumerate()
+                .map(|(k, (hour, rows))| {
+                    let seq = first_seq + k as u64;
+                    let path = partition::file_path(hour, seq, false);
+                    let enc = SamplesEncoding::default();
+                    (
+                        hour,
+                        encode_samples(rows, enc, hour, seq, false, path).unwrap().0,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(expected.len(), 3); // the out-of-order samples reach into the hour before T0
+
+        let all = [Matcher::new(crate::MatchOp::RegexMatch, "__name__", "m.*").unwrap()];
+        let end = T0 + 3 * HOUR_MS;
+        let before = store.scan(&all, T0 - HOUR_MS, end).await.unwrap();
+        assert_eq!(before.len(), 300);
+        let stats = store.flush().await.unwrap();
+        assert_eq!(stats.files, 3);
+
+        let files: Vec<Arc<FileMeta>> = store
+            .files
+            .read()
+            .partitions()
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        assert_eq!(files.len(), 3);
+        for f in &files {
+            let got = store.objects.get(&f.path).await.unwrap();
+            assert_eq!(got.len() as u64, f.size);
+            assert!(got[..] == expected[&f.hour][..], "file {} differs", f.path);
+        }
+        assert_eq!(store.scan(&all, T0 - HOUR_MS, end).await.unwrap(), before);
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(opts).await.unwrap();
+        assert_eq!(store.scan(&all, T0 - HOUR_MS, end).await.unwrap(), before);
+        store.close().await.unwrap();
+    }
 }

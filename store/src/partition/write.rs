@@ -9,14 +9,16 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use object_store::path::Path;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, AsyncArrowWriter};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
 use crate::labels::SeriesId;
+use crate::objects::Objects;
 use crate::partition::{FileMeta, SAMPLES_FORMAT, SeriesTable};
 
 /// Rows per row group.
@@ -24,7 +26,7 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 /// Rows per data page (finer pages let a row selection skip more).
 const PAGE_ROWS: usize = 8192;
 /// Rows per Arrow batch handed to the writer.
-const BATCH_ROWS: usize = 64 * 1024;
+pub(crate) const BATCH_ROWS: usize = 64 * 1024;
 
 /// How the `value` column is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +156,177 @@ fn writer_props(enc: SamplesEncoding, min_ts: i64, max_ts: i64) -> Result<Writer
     Ok(b.build())
 }
 
-/// Encodes a sample file. `series` is sorted here by `(metric, id)`; returns the bytes and the
-/// file's in-memory entry (`size` set, `path` as given).
+/// Cuts the rows of a file, pushed series by series in file order, into Arrow batches of about
+/// [`BATCH_ROWS`] rows (a series is never split; one larger than that is a batch of its own), and
+/// records the file's series table. Only the batch being built is held.
+pub(crate) struct Batcher {
+    schema: SchemaRef,
+    metric: StringDictionaryBuilder<Int32Type>,
+    cluster: StringDictionaryBuilder<Int32Type>,
+    ids: Vec<u64>,
+    ts: Vec<i64>,
+    vals: Vec<f64>,
+    table: Vec<(SeriesId, u32, u32)>,
+    row: u32,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("batch_rows", &self.ts.len())
+            .field("rows", &self.row)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    pub(crate) fn new() -> Self {
+        Self {
+            schema: samples_schema(),
+            metric: StringDictionaryBuilder::new(),
+            cluster: StringDictionaryBuilder::new(),
+            ids: Vec::new(),
+            ts: Vec::new(),
+            vals: Vec::new(),
+            table: Vec::new(),
+            row: 0,
+        }
+    }
+
+    /// Adds one series' rows (sorted, unique timestamps; `values` parallel). Returns the batch
+    /// completed before them, if adding them would have made it exceed [`BATCH_ROWS`].
+    pub(crate) fn push(
+        &mut self,
+        id: SeriesId,
+        metric: &str,
+        cluster: Option<&str>,
+        ts: &[i64],
+        values: &[f64],
+    ) -> Result<Option<RecordBatch>> {
+        let k = ts.len().min(values.len());
+        if k == 0 {
+            return Ok(None);
+        }
+        let n = self.ts.len();
+        let done = if n > 0 && n + k > BATCH_ROWS {
+            self.take_batch()?
+        } else {
+            None
+        };
+        if self.ts.capacity() == 0 {
+            let cap = k.max(BATCH_ROWS);
+            self.ids.reserve_exact(cap);
+            self.ts.reserve_exact(cap);
+            self.vals.reserve_exact(cap);
+        }
+        self.metric.append_values(metric, k);
+        match cluster {
+            Some(c) => self.cluster.append_values(c, k),
+            None => self.cluster.append_nulls(k),
+        }
+        self.ids.extend(std::iter::repeat_n(id, k));
+        self.ts.extend_from_slice(&ts[..k]);
+        self.vals.extend_from_slice(&values[..k]);
+        let k32 = u32::try_from(k).map_err(|_| too_many_rows())?;
+        self.table.push((id, self.row, k32));
+        self.row = self.row.checked_add(k32).ok_or_else(too_many_rows)?;
+        Ok(done)
+    }
+
+    /// The batch being built, if it has rows; the builder starts a new one.
+    pub(crate) fn take_batch(&mut self) -> Result<Option<RecordBatch>> {
+        if self.ts.is_empty() {
+            return Ok(None);
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.metric.finish()),
+            Arc::new(self.cluster.finish()),
+            Arc::new(UInt64Array::from(std::mem::take(&mut self.ids))),
+            Arc::new(
+                TimestampMillisecondArray::from(std::mem::take(&mut self.ts)).with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from(std::mem::take(&mut self.vals))),
+        ];
+        Ok(Some(RecordBatch::try_new(Arc::clone(&self.schema), cols)?))
+    }
+
+    /// Rows pushed so far.
+    pub(crate) fn rows(&self) -> u64 {
+        u64::from(self.row)
+    }
+
+    /// The file's series table and its entry (`size` bytes, written to `path`).
+    pub(crate) fn finish(
+        self,
+        file: FileInfo,
+        size: u64,
+        min_ts: i64,
+        max_ts: i64,
+    ) -> Result<FileMetaPublic> {
+        let rows = self.rows();
+        let table = SeriesTable::from_entries(self.table)
+            .ok_or_else(|| Error::InvalidSeries("a series appears twice in one file".into()))?;
+        let (min_id, max_id) = table.id_range();
+        let meta = FileMeta {
+            key: FileMeta::new_key(),
+            path: file.path,
+            hour: file.hour,
+            seq: file.seq,
+            compacted: file.compacted,
+            size,
+            rows,
+            min_ts,
+            max_ts,
+            min_id,
+            max_id,
+        };
+        Ok(FileMetaPublic(meta, Arc::new(table)))
+    }
+}
+
+fn too_many_rows() -> Error {
+    Error::InvalidSeries("more than 2^32 rows in one sample file".into())
+}
+
+/// Name and place of a sample file.
+#[derive(Debug, Clone)]
+pub(crate) struct FileInfo {
+    pub(crate) path: Path,
+    pub(crate) hour: i64,
+    pub(crate) seq: u64,
+    pub(crate) compacted: bool,
+}
+
+/// The Parquet writer of a sample file: `min_ts`/`max_ts` (its key-value metadata) must be known
+/// before the first row.
+pub(crate) fn samples_writer<W: std::io::Write + Send>(
+    sink: W,
+    enc: SamplesEncoding,
+    min_ts: i64,
+    max_ts: i64,
+) -> Result<ArrowWriter<W>> {
+    Ok(ArrowWriter::try_new(
+        sink,
+        samples_schema(),
+        Some(writer_props(enc, min_ts, max_ts)?),
+    )?)
+}
+
+/// `(min, max)` timestamp of sorted series (`(hour, hour)` when there are no rows).
+pub(crate) fn ts_range<'a>(ts: impl Iterator<Item = &'a [i64]>, hour: i64) -> (i64, i64) {
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for t in ts {
+        if let (Some(a), Some(b)) = (t.first(), t.last()) {
+            lo = lo.min(*a);
+            hi = hi.max(*b);
+        }
+    }
+    if lo > hi { (hour, hour) } else { (lo, hi) }
+}
+
+/// Encodes a sample file in memory. `series` is sorted here by `(metric, id)`; returns the bytes
+/// and the file's in-memory entry (`size` set, `path` as given). The store's flush streams to the
+/// object store instead (see `Store::write_memtable`); both produce the same file.
 pub fn encode_samples(
     mut series: Vec<SeriesRows>,
     enc: SamplesEncoding,
@@ -166,84 +337,75 @@ pub fn encode_samples(
 ) -> Result<(Vec<u8>, FileMetaPublic)> {
     series.retain(|s| !s.ts.is_empty());
     series.sort_by(|a, b| a.metric.cmp(&b.metric).then(a.id.cmp(&b.id)));
-    let rows: usize = series.iter().map(|s| s.ts.len()).sum();
-    let min_ts = series
-        .iter()
-        .filter_map(|s| s.ts.first())
-        .copied()
-        .min()
-        .unwrap_or(hour);
-    let max_ts = series
-        .iter()
-        .filter_map(|s| s.ts.last())
-        .copied()
-        .max()
-        .unwrap_or(hour);
-    let schema = samples_schema();
-    let mut w = ArrowWriter::try_new(
-        Vec::new(),
-        Arc::clone(&schema),
-        Some(writer_props(enc, min_ts, max_ts)?),
-    )?;
-
-    let mut table: Vec<(SeriesId, u32, u32)> = Vec::with_capacity(series.len());
-    let mut row = 0u32;
-    // Build batches of ~BATCH_ROWS rows (never splitting a series' bookkeeping).
-    let mut i = 0;
-    while i < series.len() {
-        let mut j = i;
-        let mut n = 0;
-        while j < series.len() && (n == 0 || n + series[j].ts.len() <= BATCH_ROWS) {
-            n += series[j].ts.len();
-            j += 1;
+    let (min_ts, max_ts) = ts_range(series.iter().map(|s| &s.ts[..]), hour);
+    let mut w = samples_writer(Vec::new(), enc, min_ts, max_ts)?;
+    let mut b = Batcher::new();
+    for s in &series {
+        let done = b.push(s.id, &s.metric, s.cluster.as_deref(), &s.ts, &s.values)?;
+        if let Some(batch) = done {
+            w.write(&batch)?;
         }
-        let chunk = &series[i..j];
-        let mut metric = StringDictionaryBuilder::<Int32Type>::new();
-        let mut cluster = StringDictionaryBuilder::<Int32Type>::new();
-        let mut ids = Vec::with_capacity(n);
-        let mut ts = Vec::with_capacity(n);
-        let mut vals = Vec::with_capacity(n);
-        for s in chunk {
-            let k = s.ts.len();
-            metric.append_values(&*s.metric, k);
-            match &s.cluster {
-                Some(c) => cluster.append_values(&**c, k),
-                None => cluster.append_nulls(k),
-            }
-            ids.extend(std::iter::repeat_n(s.id, k));
-            ts.extend_from_slice(&s.ts);
-            vals.extend_from_slice(&s.values);
-            table.push((s.id, row, k as u32));
-            row += k as u32;
-        }
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(metric.finish()),
-            Arc::new(cluster.finish()),
-            Arc::new(UInt64Array::from(ids)),
-            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
-            Arc::new(Float64Array::from(vals)),
-        ];
-        w.write(&RecordBatch::try_new(Arc::clone(&schema), cols)?)?;
-        i = j;
+    }
+    if let Some(batch) = b.take_batch()? {
+        w.write(&batch)?;
     }
     let bytes = w.into_inner()?;
-    let table = SeriesTable::from_entries(table)
-        .ok_or_else(|| Error::InvalidSeries("a series appears twice in one file".into()))?;
-    let (min_id, max_id) = table.id_range();
-    let meta = FileMeta {
-        key: FileMeta::new_key(),
+    let file = FileInfo {
         path,
         hour,
         seq,
         compacted,
-        size: bytes.len() as u64,
-        rows: rows as u64,
-        min_ts,
-        max_ts,
-        min_id,
-        max_id,
     };
-    Ok((bytes, FileMetaPublic(meta, Arc::new(table))))
+    let meta = b.finish(file, bytes.len() as u64, min_ts, max_ts)?;
+    Ok((bytes, meta))
+}
+
+/// One series' rows for [`write_samples_streaming`]: `(id, metric, cluster, timestamps, values)`,
+/// timestamps ascending and unique, values parallel.
+pub(crate) type SeriesSlice<'a> = (SeriesId, &'a str, Option<&'a str>, &'a [i64], &'a [f64]);
+
+/// Encodes a sample file from `series` (in file order: by `(metric, id)`) and streams it to the
+/// object store as it goes, holding one Arrow batch, one row group and one upload part at a time
+/// rather than the file; on the local filesystem the file and its directory are fsync'd before
+/// this returns. `min_ts`/`max_ts` go to the key-value metadata. Produces the same bytes as
+/// [`encode_samples`]. On error the upload is aborted (no object appears). Must run on a
+/// blocking thread (it drives the upload with `rt.block_on`).
+pub(crate) fn write_samples_streaming<'a>(
+    objects: &Objects,
+    rt: &Handle,
+    file: FileInfo,
+    enc: SamplesEncoding,
+    (min_ts, max_ts): (i64, i64),
+    series: impl Iterator<Item = SeriesSlice<'a>>,
+) -> Result<FileMetaPublic> {
+    let mut w = AsyncArrowWriter::try_new(
+        objects.streaming_writer(&file.path),
+        samples_schema(),
+        Some(writer_props(enc, min_ts, max_ts)?),
+    )?;
+    let mut b = Batcher::new();
+    let run = || -> Result<()> {
+        for (id, metric, cluster, ts, values) in series {
+            if let Some(batch) = b.push(id, metric, cluster, ts, values)? {
+                rt.block_on(w.write(&batch))?;
+            }
+        }
+        if let Some(batch) = b.take_batch()? {
+            rt.block_on(w.write(&batch))?;
+        }
+        rt.block_on(w.finish())?;
+        Ok(())
+    };
+    if let Err(e) = run() {
+        let mut upload = w.into_inner();
+        if let Err(abort) = rt.block_on(upload.abort()) {
+            tracing::warn!(path = %file.path, error = %abort, "aborting a sample file upload");
+        }
+        return Err(e);
+    }
+    let size = w.bytes_written() as u64;
+    objects.sync_blocking(&file.path)?;
+    b.finish(file, size, min_ts, max_ts)
 }
 
 /// The in-memory entry of an encoded file and its series table (opaque outside the crate).

@@ -1,0 +1,354 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `quantile`, `count_values`, …) with `by`/`without`.
+
+use std::collections::HashMap;
+
+use fleetgate_store::{Label, Labels};
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::engine::{Ctx, Grid, Merger, Ser, Val, exec};
+use crate::error::Result;
+
+/// The grouping labels of a series under `by(...)`/`without(...)`.
+fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::default(),
+        Some(LabelModifier::Include(by)) => Labels::from_sorted(
+            labels
+                .iter()
+                .filter(|l| by.labels.iter().any(|n| *n == *l.name))
+                .cloned()
+                .collect(),
+        ),
+        Some(LabelModifier::Exclude(without)) => Labels::from_sorted(
+            labels
+                .iter()
+                .filter(|l| &*l.name != "__name__" && !without.labels.iter().any(|n| *n == *l.name))
+                .cloned()
+                .collect(),
+        ),
+    }
+}
+
+/// Prometheus's `quantile` over unsorted values (NaN sorts first).
+pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let w = rank - rank.floor();
+    values[lower as usize] * (1.0 - w) + values[upper as usize] * w
+}
+
+/// Prometheus's average: infinities of one sign win, mixed signs or NaN give NaN, and a sum that
+/// overflows falls back to an incremental mean.
+pub(super) fn avg(vals: &[f64]) -> f64 {
+    let (mut pos, mut neg) = (false, false);
+    for v in vals {
+        if v.is_nan() {
+            return f64::NAN;
+        }
+        pos |= *v == f64::INFINITY;
+        neg |= *v == f64::NEG_INFINITY;
+    }
+    match (pos, neg) {
+        (true, true) => return f64::NAN,
+        (true, false) => return f64::INFINITY,
+        (false, true) => return f64::NEG_INFINITY,
+        _ => {}
+    }
+    let mut acc = Acc::default();
+    for v in vals {
+        acc.add(*v);
+    }
+    let s = acc.sum();
+    if s.is_finite() {
+        return s / vals.len() as f64;
+    }
+    let (mut mean, mut c) = (0.0f64, 0.0f64);
+    for (k, v) in vals.iter().enumerate() {
+        let n = (k + 1) as f64;
+        let inc = v / n - (mean + c) / n;
+        let t = mean + inc;
+        if mean.abs() >= inc.abs() {
+            c += (mean - t) + inc;
+        } else {
+            c += (inc - t) + mean;
+        }
+        mean = t;
+    }
+    mean + c
+}
+
+/// Kahan-compensated sum, falling back to an incremental mean on overflow for `avg`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Acc {
+    sum: f64,
+    c: f64,
+    count: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Acc {
+    pub(super) fn add(&mut self, v: f64) {
+        let t = self.sum + v;
+        if t.is_infinite() {
+            self.c = 0.0;
+        } else if self.sum.abs() >= v.abs() {
+            self.c += (self.sum - t) + v;
+        } else {
+            self.c += (v - t) + self.sum;
+        }
+        self.sum = t;
+        self.count += 1.0;
+        let delta = v - self.mean;
+        self.mean += delta / self.count;
+        self.m2 += delta * (v - self.mean);
+    }
+    pub(super) fn sum(&self) -> f64 {
+        if self.sum.is_infinite() {
+            self.sum
+        } else {
+            self.sum + self.c
+        }
+    }
+    pub(super) fn stdvar(&self) -> f64 {
+        if self.count == 0.0 {
+            return f64::NAN;
+        }
+        self.m2 / self.count
+    }
+}
+
+fn fmt_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Evaluates an aggregation over the grid.
+pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, grid: Grid) -> Result<Val> {
+    let op = a.op.to_string();
+    let n = grid.n();
+    let param = match &a.param {
+        Some(p) => Some(ctx.eval(p, grid)?),
+        None => None,
+    };
+    let series = match ctx.eval(&a.expr, grid)? {
+        Val::Vector(v) => v,
+        other => {
+            return Err(exec(format!(
+                "expected instant vector in aggregation, got {}",
+                other.type_name()
+            )));
+        }
+    };
+    let modifier = a.modifier.as_ref();
+    // Delayed name removal: grouping sees the name still present (so `by (__name__)` keeps it);
+    // the output inherits the drop flag of its members.
+    let inputs: Vec<Labels> = series.iter().map(|s| s.labels.clone()).collect();
+    let scalar_param = |i: usize| -> f64 {
+        match &param {
+            Some(Val::Scalar(v)) => v[i],
+            _ => f64::NAN,
+        }
+    };
+    match op.as_str() {
+        #[allow(clippy::needless_range_loop)] // `i` indexes every series' steps, not one slice
+        "topk" | "bottomk" | "limitk" => {
+            let mut keep: Vec<Vec<Option<f64>>> = vec![vec![None; n]; series.len()];
+            let mut order: Vec<usize> = Vec::new();
+            let mut in_order: Vec<bool> = vec![false; series.len()];
+            // group ids once; per step only integer indexing
+            let mut ids: HashMap<Labels, usize> = HashMap::new();
+            let group_of: Vec<usize> = inputs
+                .iter()
+                .map(|l| {
+                    let next = ids.len();
+                    *ids.entry(group_labels(l, modifier)).or_insert(next)
+                })
+                .collect();
+            let mut members: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+            let mut gorder: Vec<usize> = Vec::new();
+            for i in 0..n {
+                let k = scalar_param(i);
+                if k.is_nan() {
+                    return Err(exec(format!("Parameter value is NaN for {op}")));
+                }
+                if k < 1.0 {
+                    continue;
+                }
+                let k = if k > 9.0e18 { usize::MAX } else { k as usize };
+                for m in members.iter_mut() {
+                    m.clear();
+                }
+                gorder.clear();
+                for (j, s) in series.iter().enumerate() {
+                    if s.vals[i].is_some() {
+                        let g = group_of[j];
+                        if members[g].is_empty() {
+                            gorder.push(g);
+                        }
+                        members[g].push(j);
+                    }
+                }
+                for &g in &gorder {
+                    let mut group = std::mem::take(&mut members[g]);
+                    let val = |j: usize| series[j].vals[i].unwrap_or(f64::NAN);
+                    if op != "limitk" {
+                        let desc = op == "topk";
+                        group.sort_by(|x, y| {
+                            let (a, b) = (val(*x), val(*y));
+                            // NaN always loses
+                            match (a.is_nan(), b.is_nan()) {
+                                (true, true) => std::cmp::Ordering::Equal,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ if desc => b.total_cmp(&a),
+                                _ => a.total_cmp(&b),
+                            }
+                        });
+                    }
+                    for j in group.into_iter().take(k) {
+                        keep[j][i] = series[j].vals[i];
+                        if !in_order[j] {
+                            in_order[j] = true;
+                            order.push(j);
+                        }
+                    }
+                }
+            }
+            Ok(Val::Vector(
+                order
+                    .into_iter()
+                    .map(|j| Ser {
+                        labels: series[j].labels.clone(),
+                        drop_name: series[j].drop_name,
+                        vals: std::mem::take(&mut keep[j]),
+                    })
+                    .collect(),
+            ))
+        }
+        "count_values" => {
+            let Some(Val::Str(label)) = &param else {
+                return Err(exec("count_values needs a string parameter"));
+            };
+            let mut merger = Merger::new(n);
+            for i in 0..n {
+                let mut counts: HashMap<Labels, f64> = HashMap::new();
+                let mut order = Vec::new();
+                for (j, s) in series.iter().enumerate() {
+                    let Some(v) = s.vals[i] else { continue };
+                    let mut g: Vec<Label> = group_labels(&inputs[j], modifier)
+                        .into_vec()
+                        .into_iter()
+                        .filter(|l| *l.name != **label)
+                        .collect();
+                    g.push(Label::new(label.as_str(), fmt_float(v)));
+                    let g = Labels::from_pairs(g.into_iter().map(|l| (l.name, l.value)));
+                    let c = counts.entry(g.clone()).or_insert_with(|| {
+                        order.push(g);
+                        0.0
+                    });
+                    *c += 1.0;
+                }
+                for g in order {
+                    let c = counts.get(&g).copied().unwrap_or(0.0);
+                    merger.push(g, false, i, c);
+                }
+            }
+            Ok(Val::Vector(merger.out))
+        }
+        _ => {
+            // group ids once; per step only integer indexing
+            let mut ids: HashMap<Labels, usize> = HashMap::new();
+            let mut groups: Vec<Labels> = Vec::new();
+            let group_of: Vec<usize> = inputs
+                .iter()
+                .map(|l| {
+                    let g = group_labels(l, modifier);
+                    *ids.entry(g.clone()).or_insert_with(|| {
+                        groups.push(g);
+                        groups.len() - 1
+                    })
+                })
+                .collect();
+            let has_name: Vec<bool> = groups.iter().map(|g| g.get("__name__").is_some()).collect();
+            let mut merger = Merger::new(n);
+            let mut slots: HashMap<(usize, bool), usize> = HashMap::new();
+            let mut bufs: Vec<Vec<f64>> = vec![Vec::new(); groups.len()];
+            let mut drops: Vec<bool> = vec![false; groups.len()];
+            let mut order: Vec<usize> = Vec::new();
+            for i in 0..n {
+                order.clear();
+                for (j, s) in series.iter().enumerate() {
+                    if let Some(v) = s.vals[i] {
+                        let g = group_of[j];
+                        if bufs[g].is_empty() {
+                            order.push(g);
+                            drops[g] = false;
+                        }
+                        bufs[g].push(v);
+                        drops[g] |= s.drop_name;
+                    }
+                }
+                for &g in &order {
+                    let v = aggregate_values(&op, &mut bufs[g], scalar_param(i))?;
+                    bufs[g].clear();
+                    let drop = drops[g] && has_name[g];
+                    let slot = *slots
+                        .entry((g, drop))
+                        .or_insert_with(|| merger.slot(groups[g].clone(), drop));
+                    merger.set(slot, i, v);
+                }
+            }
+            Ok(Val::Vector(merger.out))
+        }
+    }
+}
+
+fn aggregate_values(op: &str, vals: &mut [f64], param: f64) -> Result<f64> {
+    let mut acc = Acc::default();
+    for v in vals.iter() {
+        acc.add(*v);
+    }
+    Ok(match op {
+        "sum" => acc.sum(),
+        "avg" => avg(vals),
+        "count" => vals.len() as f64,
+        "group" => 1.0,
+        "min" => vals
+            .iter()
+            .copied()
+            .fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
+        "max" => vals
+            .iter()
+            .copied()
+            .fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+        "stddev" => acc.stdvar().sqrt(),
+        "stdvar" => acc.stdvar(),
+        "quantile" => quantile(param, vals),
+        other => return Err(exec(format!("unsupported aggregation {other:?}"))),
+    })
+}

@@ -1,0 +1,804 @@
+//! Query evaluation: reads each selector once for the whole span, then evaluates the tree over all steps.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use fleetgate_store::{Labels, SeriesData};
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+
+use super::source::SeriesSource;
+use super::value::{Sample, Series, Value, is_stale_nan};
+use super::{aggregate, binary, functions};
+use crate::error::{Error, Result};
+use crate::selector::selector_matchers;
+
+/// Limits and defaults of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (Prometheus default 5m).
+    pub lookback_ms: i64,
+    /// The most samples a query may hold at once in one node (Prometheus default 50,000,000).
+    pub max_samples: usize,
+    /// The most points per series of a range query (Prometheus: 11,000).
+    pub max_points_per_series: usize,
+    /// Step of a subquery written without one (Prometheus: the global evaluation interval, 1m).
+    pub default_subquery_step_ms: i64,
+    /// Deadline for one query.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            lookback_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            max_points_per_series: 11_000,
+            default_subquery_step_ms: 60_000,
+            timeout: Some(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// The PromQL engine; cheap to share, holds only options.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// The evaluation times of a node: `start, start+step, …, end`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Grid {
+    pub(super) start: i64,
+    pub(super) end: i64,
+    pub(super) step: i64,
+}
+
+impl Grid {
+    pub(super) fn n(&self) -> usize {
+        if self.end < self.start {
+            return 0;
+        }
+        ((self.end - self.start) / self.step.max(1)) as usize + 1
+    }
+    pub(super) fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// One series of an instant-vector node: a value (or none) at every step.
+#[derive(Debug, Clone)]
+pub(super) struct Ser {
+    pub(super) labels: Labels,
+    /// Delayed name removal: `__name__` is dropped at the end (or by the next aggregation).
+    pub(super) drop_name: bool,
+    pub(super) vals: Vec<Option<f64>>,
+}
+
+/// Raw samples of one series (staleness markers removed), for range-vector windows.
+#[derive(Debug, Clone)]
+pub(super) struct Raw {
+    pub(super) labels: Labels,
+    pub(super) ts: Vec<i64>,
+    pub(super) vs: Vec<f64>,
+}
+
+/// A range vector: for step `i` the window of each series is `(refs[i] - range_ms, refs[i]]`.
+#[derive(Debug, Clone)]
+pub(super) struct RangeVal {
+    pub(super) series: Vec<Raw>,
+    pub(super) range_ms: i64,
+    pub(super) refs: Vec<i64>,
+}
+
+impl RangeVal {
+    /// Index bounds `[lo, hi)` of the window of `raw` at step `i`.
+    pub(super) fn window(&self, raw: &Raw, i: usize) -> (usize, usize) {
+        let end = self.refs[i];
+        let lo = raw.ts.partition_point(|t| *t <= end - self.range_ms);
+        let hi = raw.ts.partition_point(|t| *t <= end);
+        (lo, hi.max(lo))
+    }
+}
+
+/// The value of a node at every step.
+#[derive(Debug, Clone)]
+pub(super) enum Val {
+    Scalar(Vec<f64>),
+    Vector(Vec<Ser>),
+    Str(String),
+    Range(RangeVal),
+}
+
+impl Val {
+    pub(super) fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Vector(_) => "instant vector",
+            Val::Str(_) => "string",
+            Val::Range(_) => "range vector",
+        }
+    }
+}
+
+/// State of one query evaluation.
+#[derive(Debug)]
+pub(super) struct Ctx<'a> {
+    pub(super) opts: &'a EngineOptions,
+    data: HashMap<usize, Vec<SeriesData>>,
+    pub(super) query_start: i64,
+    pub(super) query_end: i64,
+    /// The query's step in ms (0 for instant queries), for `step()`.
+    pub(super) query_step: i64,
+    deadline: Option<Instant>,
+}
+
+pub(super) fn exec(msg: impl Into<String>) -> Error {
+    Error::Execution(msg.into())
+}
+
+fn key(vs: &VectorSelector) -> usize {
+    vs as *const VectorSelector as usize
+}
+
+/// The key of the info series fetched for an `info()` call.
+pub(super) fn info_key(call: &parser::Call) -> usize {
+    call as *const parser::Call as usize
+}
+
+/// One read planned before evaluation: the series matching any of `groups` in `[start, end]`.
+#[derive(Debug)]
+struct Fetch {
+    key: usize,
+    groups: Vec<Vec<fleetgate_store::Matcher>>,
+    start: i64,
+    end: i64,
+}
+
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        None => 0,
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Inner evaluation grid of a subquery whose outer evaluation references span `[lo, hi]`.
+fn subquery_grid(lo: i64, hi: i64, range_ms: i64, step_ms: i64) -> Grid {
+    let first = lo - range_ms;
+    // Go integer division truncates toward zero; keep that to align exactly like Prometheus.
+    let mut start = step_ms * (first / step_ms);
+    if start < first {
+        start += step_ms;
+    }
+    Grid {
+        start,
+        end: hi,
+        step: step_ms,
+    }
+}
+
+impl Engine {
+    /// An engine with these options.
+    pub fn new(opts: EngineOptions) -> Self {
+        Self { opts }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at one instant.
+    pub async fn instant<S: SeriesSource>(&self, src: &S, query: &str, t_ms: i64) -> Result<Value> {
+        let expr = parse(query)?;
+        self.instant_expr(src, &expr, t_ms).await
+    }
+
+    /// Evaluates a parsed expression at one instant.
+    pub async fn instant_expr<S: SeriesSource>(
+        &self,
+        src: &S,
+        expr: &Expr,
+        t_ms: i64,
+    ) -> Result<Value> {
+        let grid = Grid {
+            start: t_ms,
+            end: t_ms,
+            step: 1,
+        };
+        let ctx = self.prepare(src, expr, grid, 0).await?;
+        let val = ctx.eval(expr, grid)?;
+        ctx.finish_instant(val, t_ms)
+    }
+
+    /// Evaluates `query` at `start, start+step, …, end` (ms) into a matrix.
+    pub async fn range<S: SeriesSource>(
+        &self,
+        src: &S,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value> {
+        let expr = parse(query)?;
+        self.range_expr(src, &expr, start_ms, end_ms, step_ms).await
+    }
+
+    /// Evaluates a parsed expression as a range query.
+    pub async fn range_expr<S: SeriesSource>(
+        &self,
+        src: &S,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value> {
+        if step_ms <= 0 {
+            return Err(Error::BadParam {
+                param: "step",
+                reason: "zero or negative query resolution step widths are not accepted".into(),
+            });
+        }
+        if end_ms < start_ms {
+            return Err(Error::BadParam {
+                param: "end",
+                reason: "end timestamp must not be before start time".into(),
+            });
+        }
+        let grid = Grid {
+            start: start_ms,
+            end: end_ms,
+            step: step_ms,
+        };
+        if grid.n() > self.opts.max_points_per_series {
+            return Err(Error::TooManyPoints {
+                limit: self.opts.max_points_per_series,
+            });
+        }
+        let ctx = self.prepare(src, expr, grid, step_ms).await?;
+        let val = ctx.eval(expr, grid)?;
+        ctx.finish_range(val, grid)
+    }
+
+    /// Reads every selector's series once, for the whole span the query needs from it.
+    async fn prepare<'a, S: SeriesSource>(
+        &'a self,
+        src: &S,
+        expr: &Expr,
+        grid: Grid,
+        query_step: i64,
+    ) -> Result<Ctx<'a>> {
+        let mut ctx = Ctx {
+            opts: &self.opts,
+            data: HashMap::new(),
+            query_start: grid.start,
+            query_end: grid.end,
+            query_step,
+            deadline: self.opts.timeout.map(|d| Instant::now() + d),
+        };
+        let mut wanted: Vec<Fetch> = Vec::new();
+        ctx.plan(expr, grid.start, grid.end, &mut wanted)?;
+        for Fetch {
+            key,
+            groups,
+            start,
+            end,
+        } in wanted
+        {
+            let mut by_id: HashMap<u64, SeriesData> = HashMap::new();
+            for group in groups {
+                for s in src.select(&group, start, end).await? {
+                    by_id.entry(s.id).or_insert(s);
+                }
+            }
+            let mut series: Vec<SeriesData> = by_id.into_values().collect();
+            series.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+            let samples: usize = series.iter().map(|s| s.timestamps.len()).sum();
+            if samples > self.opts.max_samples {
+                return Err(Error::TooManySamples {
+                    phase: "series selection",
+                    limit: self.opts.max_samples,
+                });
+            }
+            ctx.data.insert(key, series);
+            ctx.check_deadline()?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// Parses a query, mapping parser errors to a client error.
+pub(super) fn parse(query: &str) -> Result<Expr> {
+    parser::parse(query).map_err(|reason| Error::BadQuery {
+        query: query.to_string(),
+        reason,
+    })
+}
+
+impl Ctx<'_> {
+    fn check_deadline(&self) -> Result<()> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(Error::Timeout("query evaluation")),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.query_start),
+            Some(AtModifier::End) => Some(self.query_end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+        }
+    }
+
+    /// Collects the reads of every selector evaluated over `[start, end]`.
+    fn plan(&self, expr: &Expr, start: i64, end: i64, out: &mut Vec<Fetch>) -> Result<()> {
+        let span = |vs: &VectorSelector, back: i64, out: &mut Vec<Fetch>| -> Result<()> {
+            let (s, e) = match self.at_ms(&vs.at) {
+                Some(a) => (a, a),
+                None => (start, end),
+            };
+            let off = offset_ms(&vs.offset);
+            out.push(Fetch {
+                key: key(vs),
+                groups: selector_matchers(vs)?,
+                start: s - off - back,
+                end: e - off,
+            });
+            Ok(())
+        };
+        match expr {
+            Expr::VectorSelector(vs) => span(vs, self.opts.lookback_ms, out)?,
+            Expr::MatrixSelector(ms) => span(&ms.vs, ms.range.as_millis() as i64, out)?,
+            Expr::Subquery(sq) => {
+                let (s, e) = match self.at_ms(&sq.at) {
+                    Some(a) => (a, a),
+                    None => (start, end),
+                };
+                let off = offset_ms(&sq.offset);
+                let step = self.subquery_step(sq);
+                let g = subquery_grid(s - off, e - off, sq.range.as_millis() as i64, step);
+                self.plan(&sq.expr, g.start, g.end, out)?;
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.plan(p, start, end, out)?;
+                }
+                self.plan(&a.expr, start, end, out)?;
+            }
+            Expr::Unary(u) => self.plan(&u.expr, start, end, out)?,
+            Expr::Binary(b) => {
+                self.plan(&b.lhs, start, end, out)?;
+                self.plan(&b.rhs, start, end, out)?;
+            }
+            Expr::Paren(p) => self.plan(&p.expr, start, end, out)?,
+            Expr::Call(c) if c.func.name == "info" => {
+                if let Some(base) = c.args.args.first() {
+                    self.plan(base, start, end, out)?;
+                }
+                let sel = c.args.args.get(1).and_then(|a| match a.as_ref() {
+                    Expr::VectorSelector(vs) => Some(vs),
+                    _ => None,
+                });
+                // info series are read at the base expression's (shifted) reference times
+                let (a, b) = match c.args.args.first() {
+                    Some(base) => (
+                        functions::info_ref_time(self, base, start),
+                        functions::info_ref_time(self, base, end),
+                    ),
+                    None => (start, end),
+                };
+                out.push(Fetch {
+                    key: info_key(c),
+                    groups: vec![functions::info_name_matchers(sel)?],
+                    start: a.min(b) - self.opts.lookback_ms,
+                    end: a.max(b),
+                });
+            }
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.plan(a, start, end, out)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+        Ok(())
+    }
+
+    fn subquery_step(&self, sq: &parser::SubqueryExpr) -> i64 {
+        match sq.step {
+            Some(d) if !d.is_zero() => d.as_millis() as i64,
+            _ => self.opts.default_subquery_step_ms,
+        }
+    }
+
+    /// Checks the sample budget for a node holding `n` samples.
+    pub(super) fn budget(&self, n: usize) -> Result<()> {
+        if n > self.opts.max_samples {
+            return Err(Error::TooManySamples {
+                phase: "expression evaluation",
+                limit: self.opts.max_samples,
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluates `expr` at every time of `grid`.
+    pub(super) fn eval(&self, expr: &Expr, grid: Grid) -> Result<Val> {
+        self.check_deadline()?;
+        let n = grid.n();
+        let v = match expr {
+            Expr::NumberLiteral(l) => Val::Scalar(vec![l.val; n]),
+            Expr::StringLiteral(s) => Val::Str(s.val.clone()),
+            Expr::Paren(p) => self.eval(&p.expr, grid)?,
+            Expr::Unary(u) => match self.eval(&u.expr, grid)? {
+                Val::Scalar(v) => Val::Scalar(v.into_iter().map(|x| -x).collect()),
+                Val::Vector(vs) => Val::Vector(
+                    vs.into_iter()
+                        .map(|mut s| {
+                            s.drop_name = true;
+                            for v in s.vals.iter_mut().flatten() {
+                                *v = -*v;
+                            }
+                            s
+                        })
+                        .collect(),
+                ),
+                other => {
+                    return Err(exec(format!(
+                        "unary expression only allowed on expressions of type scalar or instant vector, got {:?}",
+                        other.type_name()
+                    )));
+                }
+            },
+            Expr::VectorSelector(vs) => Val::Vector(self.vector_select(vs, grid, false)?),
+            Expr::MatrixSelector(ms) => {
+                let refs = self.refs(&ms.vs.at, &ms.vs.offset, grid);
+                Val::Range(RangeVal {
+                    series: self.raw(&ms.vs),
+                    range_ms: ms.range.as_millis() as i64,
+                    refs,
+                })
+            }
+            Expr::Subquery(sq) => Val::Range(self.subquery(sq, grid)?),
+            Expr::Binary(b) => binary::eval(self, b, grid)?,
+            Expr::Aggregate(a) => aggregate::eval(self, a, grid)?,
+            Expr::Call(c) => functions::eval(self, c, grid)?,
+            Expr::Extension(_) => return Err(exec("extension expressions are not supported")),
+        };
+        if let Val::Vector(vs) = &v {
+            self.budget(vs.iter().map(|s| s.vals.iter().flatten().count()).sum())?;
+        }
+        Ok(v)
+    }
+
+    /// The window end (selector reference time) at each step of `grid`.
+    pub(super) fn refs(
+        &self,
+        at: &Option<AtModifier>,
+        off: &Option<Offset>,
+        grid: Grid,
+    ) -> Vec<i64> {
+        let off = offset_ms(off);
+        let at = self.at_ms(at);
+        (0..grid.n())
+            .map(|i| at.unwrap_or(grid.ts(i)) - off)
+            .collect()
+    }
+
+    fn selected(&self, vs: &VectorSelector) -> &[SeriesData] {
+        self.selected_by_key(key(vs))
+    }
+
+    pub(super) fn selected_by_key(&self, k: usize) -> &[SeriesData] {
+        self.data.get(&k).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Raw samples of a selector without staleness markers.
+    fn raw(&self, vs: &VectorSelector) -> Vec<Raw> {
+        self.selected(vs)
+            .iter()
+            .map(|s| {
+                let (ts, vs): (Vec<i64>, Vec<f64>) = s
+                    .timestamps
+                    .iter()
+                    .zip(&s.values)
+                    .filter(|(_, v)| !is_stale_nan(**v))
+                    .map(|(t, v)| (*t, *v))
+                    .unzip();
+                Raw {
+                    labels: s.labels.clone(),
+                    ts,
+                    vs,
+                }
+            })
+            .collect()
+    }
+
+    /// An instant selector at every step: the newest sample in `(t - lookback, t]` unless it is a
+    /// staleness marker. With `want_ts`, the value is the sample's timestamp in seconds.
+    pub(super) fn vector_select(
+        &self,
+        vs: &VectorSelector,
+        grid: Grid,
+        want_ts: bool,
+    ) -> Result<Vec<Ser>> {
+        let refs = self.refs(&vs.at, &vs.offset, grid);
+        Ok(self.select_at(self.selected(vs), &refs, want_ts))
+    }
+
+    /// The newest non-stale sample of each series in `(r - lookback, r]` for every `r` in `refs`.
+    pub(super) fn select_at<'s>(
+        &self,
+        series: impl IntoIterator<Item = &'s SeriesData>,
+        refs: &[i64],
+        want_ts: bool,
+    ) -> Vec<Ser> {
+        let lookback = self.opts.lookback_ms;
+        let mut out = Vec::new();
+        for s in series {
+            let mut vals = Vec::with_capacity(refs.len());
+            let mut any = false;
+            for &r in refs {
+                let idx = s.timestamps.partition_point(|t| *t <= r);
+                let v = if idx == 0 {
+                    None
+                } else {
+                    let (t, v) = (s.timestamps[idx - 1], s.values[idx - 1]);
+                    if t > r - lookback && !is_stale_nan(v) {
+                        Some(if want_ts { t as f64 / 1000.0 } else { v })
+                    } else {
+                        None
+                    }
+                };
+                any |= v.is_some();
+                vals.push(v);
+            }
+            if any {
+                out.push(Ser {
+                    labels: s.labels.clone(),
+                    drop_name: false,
+                    vals,
+                });
+            }
+        }
+        out
+    }
+
+    /// A subquery: the inner expression on its own aligned grid, as raw series.
+    fn subquery(&self, sq: &parser::SubqueryExpr, grid: Grid) -> Result<RangeVal> {
+        let refs = self.refs(&sq.at, &sq.offset, grid);
+        let range_ms = sq.range.as_millis() as i64;
+        let (Some(lo), Some(hi)) = (refs.iter().min(), refs.iter().max()) else {
+            return Ok(RangeVal {
+                series: Vec::new(),
+                range_ms,
+                refs,
+            });
+        };
+        let inner = subquery_grid(*lo, *hi, range_ms, self.subquery_step(sq));
+        // every inner step of every series may hold a point: refuse grids past the budget early
+        self.budget(inner.n())?;
+        let series = match self.eval(&sq.expr, inner)? {
+            Val::Vector(vs) => vs
+                .into_iter()
+                .map(|s| {
+                    let mut ts = Vec::new();
+                    let mut vals = Vec::new();
+                    for (i, v) in s.vals.iter().enumerate() {
+                        if let Some(v) = v {
+                            ts.push(inner.ts(i));
+                            vals.push(*v);
+                        }
+                    }
+                    let mut labels = s.labels;
+                    if s.drop_name {
+                        labels = drop_name(&labels);
+                    }
+                    Raw {
+                        labels,
+                        ts,
+                        vs: vals,
+                    }
+                })
+                .collect(),
+            Val::Scalar(v) => vec![Raw {
+                labels: Labels::default(),
+                ts: (0..inner.n()).map(|i| inner.ts(i)).collect(),
+                vs: v,
+            }],
+            other => {
+                return Err(exec(format!(
+                    "subquery is only allowed on instant vector, got {} instead",
+                    other.type_name()
+                )));
+            }
+        };
+        Ok(RangeVal {
+            series,
+            range_ms,
+            refs,
+        })
+    }
+
+    fn finish_instant(&self, val: Val, t_ms: i64) -> Result<Value> {
+        Ok(match val {
+            Val::Scalar(v) => Value::Scalar {
+                t_ms,
+                value: v.first().copied().unwrap_or(f64::NAN),
+            },
+            Val::Str(s) => Value::String { t_ms, value: s },
+            Val::Vector(vs) => {
+                let mut out = Vec::new();
+                for s in vs {
+                    if let Some(Some(v)) = s.vals.first() {
+                        let labels = if s.drop_name {
+                            drop_name(&s.labels)
+                        } else {
+                            s.labels
+                        };
+                        out.push(Sample {
+                            labels,
+                            t_ms,
+                            value: *v,
+                        });
+                    }
+                }
+                let mut seen: Vec<&Labels> = out.iter().map(|s| &s.labels).collect();
+                seen.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+                if seen.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(exec("vector cannot contain metrics with the same labelset"));
+                }
+                Value::Vector(out)
+            }
+            Val::Range(r) => {
+                let mut out = Vec::new();
+                for s in &r.series {
+                    let (lo, hi) = r.window(s, 0);
+                    if lo < hi {
+                        out.push(Series {
+                            labels: s.labels.clone(),
+                            points: (lo..hi).map(|j| (s.ts[j], s.vs[j])).collect(),
+                        });
+                    }
+                }
+                out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+                Value::Matrix(out)
+            }
+        })
+    }
+
+    fn finish_range(&self, val: Val, grid: Grid) -> Result<Value> {
+        let to_points = |vals: &[Option<f64>]| -> Vec<(i64, f64)> {
+            vals.iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (grid.ts(i), v)))
+                .collect()
+        };
+        let mut out = match val {
+            Val::Scalar(v) => vec![Series {
+                labels: Labels::default(),
+                points: v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (grid.ts(i), *v))
+                    .collect(),
+            }],
+            Val::Vector(vs) => {
+                let mut merged: HashMap<Labels, usize> = HashMap::new();
+                let mut out: Vec<Series> = Vec::new();
+                for s in vs {
+                    let labels = if s.drop_name {
+                        drop_name(&s.labels)
+                    } else {
+                        s.labels
+                    };
+                    let points = to_points(&s.vals);
+                    if points.is_empty() {
+                        continue;
+                    }
+                    match merged.get(&labels) {
+                        Some(&i) => {
+                            // Same labels after dropping names: fine unless both have a point at a step.
+                            let existing = &mut out[i].points;
+                            for p in points {
+                                if existing.iter().any(|e| e.0 == p.0) {
+                                    return Err(exec(
+                                        "vector cannot contain metrics with the same labelset",
+                                    ));
+                                }
+                                existing.push(p);
+                            }
+                            existing.sort_by_key(|p| p.0);
+                        }
+                        None => {
+                            merged.insert(labels.clone(), out.len());
+                            out.push(Series { labels, points });
+                        }
+                    }
+                }
+                out
+            }
+            other => {
+                return Err(exec(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    other.type_name()
+                )));
+            }
+        };
+        out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+        Ok(Value::Matrix(out))
+    }
+}
+
+/// `labels` without `__name__` and the metadata labels that go with it (`__type__`, `__unit__`).
+pub(super) fn drop_name(labels: &Labels) -> Labels {
+    let is_meta = |n: &str| matches!(n, "__name__" | "__type__" | "__unit__");
+    if !labels.iter().any(|l| is_meta(&l.name)) {
+        return labels.clone();
+    }
+    Labels::from_sorted(
+        labels
+            .iter()
+            .filter(|l| !is_meta(&l.name))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Collects per-step results into series keyed by labels, in first-seen order.
+#[derive(Debug)]
+pub(super) struct Merger {
+    n: usize,
+    index: HashMap<(Labels, bool), usize>,
+    pub(super) out: Vec<Ser>,
+}
+
+impl Merger {
+    pub(super) fn new(n: usize) -> Self {
+        Self {
+            n,
+            index: HashMap::new(),
+            out: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, labels: Labels, drop_name: bool, step: usize, v: f64) {
+        let i = self.slot(labels, drop_name);
+        self.set(i, step, v);
+    }
+
+    /// The output series for `labels` (created on first use); callers cache it to avoid hashing
+    /// labels at every step.
+    pub(super) fn slot(&mut self, labels: Labels, drop_name: bool) -> usize {
+        let k = (labels, drop_name);
+        match self.index.get(&k) {
+            Some(i) => *i,
+            None => {
+                self.out.push(Ser {
+                    labels: k.0.clone(),
+                    drop_name,
+                    vals: vec![None; self.n],
+                });
+                self.index.insert(k, self.out.len() - 1);
+                self.out.len() - 1
+            }
+        }
+    }
+
+    /// Sets the value of output series `slot` at `step`.
+    pub(super) fn set(&mut self, slot: usize, step: usize, v: f64) {
+        self.out[slot].vals[step] = Some(v);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! Unit tests of the engine's tricky semantics: lookback, staleness, rate extrapolation, matching errors.
+
+use fleetgate_store::Labels;
+
+use super::super::source::MemorySource;
+use super::super::value::{Value, stale_nan};
+use super::*;
+
+fn src() -> MemorySource {
+    let mut m = MemorySource::new();
+    // a counter every 15s from 0 to 10m: 0, 1, 2, ...
+    let pts: Vec<(i64, f64)> = (0..=40).map(|i| (i * 15_000, i as f64)).collect();
+    m.add(Labels::from_pairs([("__name__", "c"), ("job", "a")]), &pts);
+    m.add(
+        Labels::from_pairs([("__name__", "g"), ("job", "a")]),
+        &[(0, 1.0), (60_000, 2.0), (120_000, stale_nan())],
+    );
+    m.add(
+        Labels::from_pairs([("__name__", "x"), ("job", "a"), ("i", "1")]),
+        &[(0, 1.0)],
+    );
+    m.add(
+        Labels::from_pairs([("__name__", "x"), ("job", "a"), ("i", "2")]),
+        &[(0, 2.0)],
+    );
+    m.add(
+        Labels::from_pairs([("__name__", "y"), ("job", "a")]),
+        &[(0, 10.0)],
+    );
+    m
+}
+
+fn run(q: &str, t: i64) -> Result<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(Engine::default().instant(&src(), q, t))
+}
+
+fn scalar_of(v: Value) -> Vec<f64> {
+    match v {
+        Value::Vector(s) => s.into_iter().map(|s| s.value).collect(),
+        Value::Scalar { value, .. } => vec![value],
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn lookback_is_five_minutes_left_open() {
+    // last sample of x at 0: visible up to (but not at) 5m
+    assert_eq!(scalar_of(run("x{i=\"1\"}", 299_999).unwrap()), vec![1.0]);
+    assert!(scalar_of(run("x{i=\"1\"}", 300_000).unwrap()).is_empty());
+}
+
+#[test]
+fn staleness_marker_ends_series() {
+    assert_eq!(scalar_of(run("g", 119_999).unwrap()), vec![2.0]);
+    assert!(scalar_of(run("g", 120_000).unwrap()).is_empty());
+}
+
+#[test]
+fn rate_extrapolates_like_prometheus() {
+    // 1 per 15s: rate is exactly 1/15 when samples cover the window
+    let v = scalar_of(run("rate(c[1m])", 300_000).unwrap());
+    assert!((v[0] - 1.0 / 15.0).abs() < 1e-9, "{v:?}");
+    let v = scalar_of(run("increase(c[1m])", 300_000).unwrap());
+    assert!((v[0] - 4.0).abs() < 1e-9, "{v:?}");
+}
+
+#[test]
+fn matching_errors() {
+    // two x series match the single y on job: needs group_left
+    assert!(run("x / on(job) y", 0).is_err());
+    assert_eq!(
+        scalar_of(run("x / on(job) group_left y", 0).unwrap()).len(),
+        2
+    );
+    assert!(run("y / on(job) x", 0).is_err());
+}
+
+#[test]
+fn range_query_steps() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let v = rt
+        .block_on(Engine::default().range(&src(), "c", 0, 60_000, 30_000))
+        .unwrap();
+    let Value::Matrix(m) = v else { panic!() };
+    assert_eq!(m[0].points, vec![(0, 0.0), (30_000, 2.0), (60_000, 4.0)]);
+    let err = rt.block_on(Engine::default().range(&src(), "c", 0, 20_000_000, 1));
+    assert!(matches!(err, Err(Error::TooManyPoints { .. })));
+}
+
+fn labels_of(v: Value) -> Vec<String> {
+    match v {
+        Value::Vector(s) => s.into_iter().map(|s| format!("{}", s.labels)).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn set_operators_match_on_labels_without_name() {
+    assert_eq!(labels_of(run("x and y", 0).unwrap()).len(), 0);
+    assert_eq!(labels_of(run("x and on(job) y", 0).unwrap()).len(), 2);
+    assert_eq!(labels_of(run("x unless on(job) y", 0).unwrap()).len(), 0);
+    assert_eq!(labels_of(run("x or y", 0).unwrap()).len(), 3);
+}
+
+#[test]
+fn duplicate_one_side_is_many_to_many_error() {
+    let err = run("y / on(job) group_left x", 0).unwrap_err();
+    assert!(err.to_string().contains("duplicate series"), "{err}");
+    assert_eq!(err.api_error_type(), crate::error::ApiErrorType::Execution);
+}
+
+#[test]
+fn comparison_filters_and_bool_drops_name() {
+    let v = run("x > 1", 0).unwrap();
+    assert_eq!(labels_of(v), vec![r#"x{i="2", job="a"}"#.to_string()]);
+    let v = run("x > bool 1", 0).unwrap();
+    let l = labels_of(v);
+    assert_eq!(l.len(), 2);
+    assert!(l.iter().all(|l| l.starts_with('{')));
+}
+
+#[test]
+fn delayed_name_removal_keeps_name_for_by_name() {
+    // rate drops the name at the end, but `sum by (__name__)` still groups by it
+    let v = run("sum by (__name__) (rate(c[1m]))", 300_000).unwrap();
+    assert_eq!(labels_of(v), vec!["{}".to_string()]);
+    let v = run("sum by (__name__) (c)", 300_000).unwrap();
+    assert_eq!(labels_of(v), vec!["c{}".to_string()]);
+}
+
+#[test]
+fn offset_and_at_shift_the_reference_time() {
+    assert_eq!(scalar_of(run("c offset 1m", 300_000).unwrap()), vec![16.0]);
+    assert_eq!(scalar_of(run("c @ 60", 300_000).unwrap()), vec![4.0]);
+    assert_eq!(scalar_of(run("c @ end()", 60_000).unwrap()), vec![4.0]);
+}
+
+#[test]
+fn subquery_windows_are_aligned_and_left_open() {
+    // inner points at 4m30s, 5m (step 30s, aligned); window (4m, 5m] holds 4m30s and 5m
+    let v = scalar_of(run("count_over_time(c[1m:30s])", 300_000).unwrap());
+    assert_eq!(v, vec![2.0]);
+    let v = scalar_of(run("max_over_time(c[1m:30s])", 300_000).unwrap());
+    assert_eq!(v, vec![20.0]);
+}
+
+#[test]
+fn sample_budget_is_enforced() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let engine = Engine::new(EngineOptions {
+        max_samples: 5,
+        ..Default::default()
+    });
+    let err = rt.block_on(engine.range(&src(), "c", 0, 600_000, 15_000));
+    assert!(matches!(err, Err(Error::TooManySamples { .. })), "{err:?}");
+}
+
+#[test]
+fn store_is_a_series_source() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fleetgate_store::Store::open(fleetgate_store::StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "api")]);
+        let (id, _) = store.series_id(&labels).unwrap();
+        let samples: Vec<fleetgate_store::SampleRef> = (0..10)
+            .map(|i| fleetgate_store::SampleRef {
+                series: id,
+                timestamp_ms: i * 60_000,
+                value: i as f64,
+            })
+            .collect();
+        store.append(&samples).await.unwrap();
+        let v = Engine::default()
+            .instant(store.as_ref(), "sum(rate(up[5m]))", 540_000)
+            .await
+            .unwrap();
+        let Value::Vector(s) = v else { panic!() };
+        assert!((s[0].value - 1.0 / 60.0).abs() < 1e-12, "{s:?}");
+        store.close().await.unwrap();
+    });
+}
+
+/// Compile-time check: query futures over the store are `Send` (HTTP handlers need that).
+#[allow(dead_code)]
+fn query_futures_are_send(engine: &Engine, store: &fleetgate_store::Store) {
+    fn assert_send<T: Send>(_: T) {}
+    assert_send(engine.instant(store, "up", 0));
+    assert_send(engine.range(store, "up", 0, 1, 1));
+}
+
+#[test]
+#[ignore = "timing probe; run with --ignored --nocapture"]
+fn timing_probe() {
+    let mut m = MemorySource::new();
+    for s in 0..200 {
+        let pts: Vec<(i64, f64)> = (0..8640).map(|i| (i * 10_000, (i * s) as f64)).collect();
+        m.add(
+            Labels::from_pairs([
+                ("__name__", "req_total".to_string()),
+                ("pod", s.to_string()),
+                ("job", (s % 5).to_string()),
+            ]),
+            &pts,
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for q in [
+        "sum by (job) (rate(req_total[5m]))",
+        "req_total / on(pod) group_left req_total",
+        "topk(5, req_total)",
+        "max_over_time(rate(req_total[5m])[30m:1m])",
+    ] {
+        let t = Instant::now();
+        let v = rt
+            .block_on(Engine::default().range(&m, q, 0, 86_400_000, 15_000))
+            .unwrap();
+        let Value::Matrix(mx) = v else { panic!() };
+        println!("{q}: {} series in {:?}", mx.len(), t.elapsed());
+    }
+}

@@ -1,0 +1,71 @@
+//! Query results as the API returns them: scalar, instant vector, range vector (matrix) or string.
+
+use fleetgate_store::Labels;
+
+/// The bit pattern Prometheus uses for a staleness marker (a NaN that ends a series).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// True when `v` is the staleness marker (not just any NaN).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// The staleness marker as a float.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Its labels.
+    pub labels: Labels,
+    /// Evaluation timestamp (ms).
+    pub t_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// One series of a range vector: points ascending by time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Its labels.
+    pub labels: Labels,
+    /// `(timestamp ms, value)` pairs, ascending.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// The result of a query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A single number at a time.
+    Scalar {
+        /// Evaluation timestamp (ms).
+        t_ms: i64,
+        /// The value.
+        value: f64,
+    },
+    /// An instant vector (order is meaningful only after `sort`/`sort_desc`/`topk`...).
+    Vector(Vec<Sample>),
+    /// A range vector, sorted by labels.
+    Matrix(Vec<Series>),
+    /// A string literal.
+    String {
+        /// Evaluation timestamp (ms).
+        t_ms: i64,
+        /// The string.
+        value: String,
+    },
+}
+
+impl Value {
+    /// The Prometheus API `resultType` of this value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar { .. } => "scalar",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+            Value::String { .. } => "string",
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the query crate, built as one binary.
+
+mod promqltest;

@@ -1,0 +1,628 @@
+//! Runs Prometheus's promqltest scripts against the engine and checks per-file pass counts
+//! against `tests/promqltest_baseline.tsv`.
+//!
+//! Corpus: `FLEETGATE_PROMQLTEST_DIR`, default `../../shared/promqltest` from the query crate.
+//! Data is loaded into a real `Store` in a tempdir (WAL, then flushed to Parquet after each `load`
+//! block, so evals read through the file path); `FLEETGATE_PROMQLTEST_MEMORY=1` uses a
+//! [`MemorySource`] instead (same results, about 5x faster). `FLEETGATE_PROMQLTEST_VERBOSE=1` prints every failure. To raise the baseline after an
+//! improvement, run with `FLEETGATE_PROMQLTEST_WRITE_BASELINE=1` and commit the rewritten TSV.
+
+mod script;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fleetgate_query::promql::{Engine, MemorySource, Sample, SeriesSource, Value, is_stale_nan};
+use fleetgate_store::Labels;
+use promql_parser::parser::{self, AtModifier, Expr};
+
+use script::{Command, EvalAt, Expect, SeriesLine, parse_script};
+
+#[derive(Debug, Default)]
+struct FileReport {
+    passed: usize,
+    failed: usize,
+    skipped: BTreeMap<String, usize>,
+    failures: Vec<String>,
+}
+
+fn corpus_dir() -> PathBuf {
+    match std::env::var_os("FLEETGATE_PROMQLTEST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promqltest"),
+    }
+}
+
+fn baseline_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/promqltest_baseline.tsv")
+}
+
+/// `almost.Equal(a, b, 1e-6)`, with StaleNaN equal only to StaleNaN.
+fn float_eq(a: f64, b: f64) -> bool {
+    if is_stale_nan(a) || is_stale_nan(b) {
+        return is_stale_nan(a) && is_stale_nan(b);
+    }
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let eps = 1e-6;
+    let min_normal = f64::MIN_POSITIVE;
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < min_normal {
+        return diff < eps * min_normal;
+    }
+    diff / abs_sum.min(f64::MAX) < eps
+}
+
+const NATIVE_ONLY_FUNCS: &[&str] = &[
+    "histogram_count",
+    "histogram_sum",
+    "histogram_avg",
+    "histogram_fraction",
+    "histogram_stddev",
+    "histogram_stdvar",
+];
+
+/// Why an eval is skipped, or `None` to run it.
+fn skip_reason(
+    expr: &str,
+    expect: &Expect,
+    nh_names: &[String],
+    nhcb_names: &[String],
+    st_names: &[String],
+) -> Option<String> {
+    if expect.histogram {
+        return Some("native histogram in expected output".into());
+    }
+    if NATIVE_ONLY_FUNCS.iter().any(|f| expr.contains(f)) {
+        return Some("native histogram function".into());
+    }
+    let mentions = |n: &str| {
+        expr.match_indices(n).any(|(i, _)| {
+            let before = expr[..i].chars().next_back();
+            let after = expr[i + n.len()..].chars().next();
+            let ident = |c: Option<char>| {
+                c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            };
+            !ident(before) && !ident(after)
+        })
+    };
+    if nh_names.iter().any(|n| mentions(n)) {
+        return Some("native histogram data".into());
+    }
+    // load_with_nhcb also loads the classic series (evals on those run); the NHCB copies are
+    // named without the `_bucket` suffix
+    if st_names.iter().any(|n| mentions(n)) {
+        return Some("start timestamps (@st) are not stored".into());
+    }
+    if nhcb_names.iter().any(|n| mentions(n)) {
+        return Some("load_with_nhcb (NHCB conversion)".into());
+    }
+    None
+}
+
+fn check_vector(got: &[Sample], expect: &Expect) -> Result<(), String> {
+    if let Some(v) = expect.scalar {
+        return Err(format!("expected scalar {v}, got vector of {}", got.len()));
+    }
+    if got.len() != expect.series.len() {
+        return Err(format!(
+            "expected {} series, got {}: {:?}",
+            expect.series.len(),
+            got.len(),
+            got.iter().map(|s| (&s.labels, s.value)).collect::<Vec<_>>()
+        ));
+    }
+    for (pos, e) in expect.series.iter().enumerate() {
+        let want = e.values.first().copied().flatten();
+        let Some(idx) = got.iter().position(|s| s.labels == e.labels) else {
+            return Err(format!(
+                "missing series {:?}; got {:?}",
+                e.labels,
+                got.iter().map(|s| &s.labels).collect::<Vec<_>>()
+            ));
+        };
+        if expect.ordered && idx != pos {
+            return Err(format!(
+                "series {:?} at position {idx}, expected {pos}",
+                e.labels
+            ));
+        }
+        match want {
+            Some(w) if float_eq(w, got[idx].value) => {}
+            _ => {
+                return Err(format!(
+                    "series {:?}: expected {want:?}, got {}",
+                    e.labels, got[idx].value
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_matrix(
+    got: &[fleetgate_query::promql::Series],
+    expected: &[SeriesLine],
+    start: i64,
+    step: i64,
+) -> Result<(), String> {
+    if got.len() != expected.len() {
+        return Err(format!(
+            "expected {} series, got {}: {:?}",
+            expected.len(),
+            got.len(),
+            got.iter().map(|s| &s.labels).collect::<Vec<_>>()
+        ));
+    }
+    if got
+        .windows(2)
+        .any(|w| w[0].labels.as_slice() > w[1].labels.as_slice())
+    {
+        return Err("matrix not sorted by labels".into());
+    }
+    for e in expected {
+        let Some(s) = got.iter().find(|s| s.labels == e.labels) else {
+            return Err(format!("missing series {:?}", e.labels));
+        };
+        let want: Vec<(i64, f64)> = e
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (start + i as i64 * step, v)))
+            .collect();
+        let ok = want.len() == s.points.len()
+            && want
+                .iter()
+                .zip(&s.points)
+                .all(|(a, b)| a.0 == b.0 && float_eq(a.1, b.1));
+        if !ok {
+            return Err(format!(
+                "series {:?}: expected {want:?}, got {:?}",
+                e.labels, s.points
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check(
+    res: Result<Value, fleetgate_query::Error>,
+    expect: &Expect,
+    at: EvalAt,
+) -> Result<(), String> {
+    let v = match res {
+        Err(e) if expect.fail => {
+            let _ = e;
+            return Ok(());
+        }
+        Err(e) => return Err(format!("error: {e}")),
+        Ok(_) if expect.fail => return Err("expected failure, got a result".into()),
+        Ok(v) => v,
+    };
+    match (v, at) {
+        (Value::String { value, .. }, _) => match &expect.string {
+            Some(s) if *s == value => Ok(()),
+            other => Err(format!("expected {other:?}, got string {value:?}")),
+        },
+        (Value::Scalar { value, .. }, _) => match expect.scalar {
+            Some(w) if float_eq(w, value) => Ok(()),
+            other => Err(format!("expected {other:?}, got scalar {value}")),
+        },
+        (Value::Vector(s), _) => check_vector(&s, expect),
+        (Value::Matrix(m), EvalAt::Range { start, step, .. }) => {
+            check_matrix(&m, &expect.series, start, step)
+        }
+        (Value::Matrix(m), EvalAt::Instant(_)) => match expect.range_vector {
+            Some((start, _, step)) => check_matrix(&m, &expect.series, start, step),
+            None if expect.series.is_empty() && m.is_empty() => Ok(()),
+            None => Err(format!("unexpected matrix of {} series", m.len())),
+        },
+    }
+}
+
+fn uses_unsafe_for_range(expr: &str) -> bool {
+    ["start()", "end()", "range()", "step()"]
+        .iter()
+        .any(|f| expr.contains(f))
+}
+
+/// Adds `@ t` to every selector and subquery that lacks one.
+fn add_at(e: &mut Expr, t_ms: i64) {
+    let at = || {
+        let t = if t_ms >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(t_ms as u64)
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_millis(t_ms.unsigned_abs())
+        };
+        Some(AtModifier::At(t))
+    };
+    match e {
+        Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = at(),
+        Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = at(),
+        Expr::Subquery(sq) if sq.at.is_none() => sq.at = at(),
+        Expr::Aggregate(a) => {
+            add_at(&mut a.expr, t_ms);
+            if let Some(p) = &mut a.param {
+                add_at(p, t_ms);
+            }
+        }
+        Expr::Unary(u) => add_at(&mut u.expr, t_ms),
+        Expr::Binary(b) => {
+            add_at(&mut b.lhs, t_ms);
+            add_at(&mut b.rhs, t_ms);
+        }
+        Expr::Paren(p) => add_at(&mut p.expr, t_ms),
+        Expr::Call(c) => {
+            for a in &mut c.args.args {
+                add_at(a, t_ms);
+            }
+        }
+        _ => {}
+    }
+}
+
+const AT_UNSAFE: &[&str] = &[
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "end",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "predict_linear",
+    "range",
+    "start",
+    "step",
+    "time",
+    "timestamp",
+];
+
+fn at_unsafe(e: &Expr) -> bool {
+    match e {
+        Expr::Call(c) => {
+            AT_UNSAFE.contains(&c.func.name) || c.args.args.iter().any(|a| at_unsafe(a))
+        }
+        Expr::Aggregate(a) => at_unsafe(&a.expr) || a.param.as_ref().is_some_and(|p| at_unsafe(p)),
+        Expr::Unary(u) => at_unsafe(&u.expr),
+        Expr::Binary(b) => at_unsafe(&b.lhs) || at_unsafe(&b.rhs),
+        Expr::Paren(p) => at_unsafe(&p.expr),
+        Expr::Subquery(s) => at_unsafe(&s.expr),
+        _ => false,
+    }
+}
+
+async fn run_eval<S: SeriesSource + Sync>(
+    engine: &Engine,
+    src: &S,
+    expr_text: &str,
+    at: EvalAt,
+    expect: &Expect,
+) -> Result<(), String> {
+    let expr = match parser::parse(expr_text) {
+        Ok(e) => e,
+        Err(e) if expect.fail => {
+            let _ = e;
+            return Ok(());
+        }
+        Err(e) => return Err(format!("parse: {e}")),
+    };
+    match at {
+        EvalAt::Range { start, end, step } => check(
+            engine.range_expr(src, &expr, start, end, step).await,
+            expect,
+            at,
+        ),
+        EvalAt::Instant(t) => {
+            let res = engine.instant_expr(src, &expr, t).await;
+            let is_matrix_or_string =
+                matches!(res, Ok(Value::Matrix(_)) | Ok(Value::String { .. }));
+            check(res, expect, at)?;
+            if expect.fail {
+                return Ok(());
+            }
+            // the same query with `@ t` added, evaluated at other times
+            if !at_unsafe(&expr) {
+                let mut with_at = expr.clone();
+                add_at(&mut with_at, t);
+                let times: Vec<i64> = if t == 0 {
+                    vec![-1000, 0, 1000]
+                } else {
+                    vec![-10 * t, 0, t / 5, t, 10 * t]
+                };
+                for t2 in times {
+                    check(engine.instant_expr(src, &with_at, t2).await, expect, at)
+                        .map_err(|e| format!("with @ {t} at {t2}: {e}"))?;
+                }
+            }
+            // and as a range query around t
+            if !uses_unsafe_for_range(expr_text) && !expect.ordered && !is_matrix_or_string {
+                let res = engine
+                    .range_expr(src, &expr, t - 60_000, t + 60_000, 60_000)
+                    .await;
+                let res = res.map(|v| match v {
+                    Value::Matrix(m) => {
+                        let samples: Vec<Sample> = m
+                            .into_iter()
+                            .filter_map(|s| {
+                                s.points.iter().find(|p| p.0 == t).map(|p| Sample {
+                                    labels: s.labels.clone(),
+                                    t_ms: t,
+                                    value: p.1,
+                                })
+                            })
+                            .collect();
+                        if expect.scalar.is_some()
+                            && samples.len() == 1
+                            && samples[0].labels == Labels::default()
+                        {
+                            Value::Scalar {
+                                t_ms: t,
+                                value: samples[0].value,
+                            }
+                        } else {
+                            Value::Vector(samples)
+                        }
+                    }
+                    other => other,
+                });
+                check(res, expect, at).map_err(|e| format!("as range query: {e}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Where a script's data lives: memory (default) or a real store in a temporary directory.
+enum Data {
+    Memory(MemorySource),
+    Store {
+        /// Kept so the directory lives as long as the store.
+        _dir: tempfile::TempDir,
+        store: std::sync::Arc<fleetgate_store::Store>,
+    },
+}
+
+impl Data {
+    async fn new(use_store: bool) -> Result<Self, String> {
+        if !use_store {
+            return Ok(Data::Memory(MemorySource::new()));
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let store = fleetgate_store::Store::open(fleetgate_store::StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Data::Store { _dir: dir, store })
+    }
+
+    async fn add(&mut self, labels: Labels, pts: &[(i64, f64)]) -> Result<(), String> {
+        match self {
+            Data::Memory(m) => m.add(labels, pts),
+            Data::Store { store, .. } => {
+                let (id, _) = store.series_id(&labels).map_err(|e| e.to_string())?;
+                let samples: Vec<fleetgate_store::SampleRef> = pts
+                    .iter()
+                    .map(|(t, v)| fleetgate_store::SampleRef {
+                        series: id,
+                        timestamp_ms: *t,
+                        value: *v,
+                    })
+                    .collect();
+                store.append(&samples).await.map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn eval(
+        &self,
+        engine: &Engine,
+        expr: &str,
+        at: EvalAt,
+        expect: &Expect,
+    ) -> Result<(), String> {
+        match self {
+            Data::Memory(m) => run_eval(engine, m, expr, at, expect).await,
+            Data::Store { store, .. } => run_eval(engine, store.as_ref(), expr, at, expect).await,
+        }
+    }
+}
+
+async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileReport, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cmds = parse_script(&text)?;
+    let mut src = Data::new(use_store).await?;
+    let mut nh_names: Vec<String> = Vec::new();
+    let mut nhcb_names: Vec<String> = Vec::new();
+    let mut st_metric_names: Vec<String> = Vec::new();
+    let mut rep = FileReport::default();
+    for cmd in cmds {
+        match cmd {
+            Command::Clear => {
+                if let Data::Store { store, .. } = &src {
+                    store.close().await.map_err(|e| e.to_string())?;
+                }
+                src = Data::new(use_store).await?;
+                nh_names.clear();
+                nhcb_names.clear();
+                st_metric_names.clear();
+            }
+            Command::Load {
+                step,
+                nhcb: is_nhcb,
+                series,
+                st_names,
+            } => {
+                st_metric_names.extend(st_names);
+                for s in series {
+                    if let (true, Some(base)) =
+                        (is_nhcb, s.labels.metric_name().strip_suffix("_bucket"))
+                    {
+                        nhcb_names.push(base.to_string());
+                    }
+                    if s.histogram {
+                        nh_names.push(s.labels.metric_name().to_string());
+                        continue;
+                    }
+                    let pts: Vec<(i64, f64)> = s
+                        .values
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, v)| v.map(|v| (i as i64 * step, v)))
+                        .collect();
+                    src.add(s.labels, &pts).await?;
+                }
+                // persist to Parquet so evals read through the file path, not only the memtable
+                if let Data::Store { store, .. } = &src {
+                    store.flush().await.map_err(|e| e.to_string())?;
+                }
+            }
+            Command::Eval {
+                line,
+                expr,
+                at,
+                expect,
+            } => {
+                if let Some(reason) =
+                    skip_reason(&expr, &expect, &nh_names, &nhcb_names, &st_metric_names)
+                {
+                    *rep.skipped.entry(reason).or_default() += 1;
+                    continue;
+                }
+                if parser::parse(&expr).is_err() && !expect.fail {
+                    *rep.skipped
+                        .entry("promql-parser rejects the expression".into())
+                        .or_default() += 1;
+                    continue;
+                }
+                match src.eval(engine, &expr, at, &expect).await {
+                    Ok(()) => rep.passed += 1,
+                    Err(e) => {
+                        rep.failed += 1;
+                        rep.failures.push(format!("line {line}: {expr}\n      {e}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(rep)
+}
+
+fn read_baseline() -> BTreeMap<String, usize> {
+    let Ok(text) = std::fs::read_to_string(baseline_path()) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (f, n) = l.split_once('\t')?;
+            Some((f.to_string(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn promqltest_corpus() {
+    let dir = corpus_dir();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "test"))
+            .collect(),
+        Err(e) => panic!(
+            "promqltest corpus not found at {} ({e}); set FLEETGATE_PROMQLTEST_DIR to the directory of Prometheus's *.test files",
+            dir.display()
+        ),
+    };
+    assert!(!files.is_empty(), "no *.test files in {}", dir.display());
+    files.sort();
+    let engine = Engine::new(fleetgate_query::promql::EngineOptions {
+        max_samples: 10_000,
+        ..Default::default()
+    });
+    let baseline = read_baseline();
+    let verbose = std::env::var_os("FLEETGATE_PROMQLTEST_VERBOSE").is_some();
+    let use_store = std::env::var_os("FLEETGATE_PROMQLTEST_MEMORY").is_none();
+    println!(
+        "promqltest: corpus {}, data in {}",
+        dir.display(),
+        if use_store {
+            "a real Store (tempdir)"
+        } else {
+            "memory"
+        }
+    );
+    let mut regressions = Vec::new();
+    let mut counts = BTreeMap::new();
+    let (mut tp, mut tf, mut ts) = (0, 0, 0);
+    for f in &files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rep = match run_file(&engine, f, use_store).await {
+            Ok(r) => r,
+            Err(e) => panic!("{name}: cannot run script: {e}"),
+        };
+        let skipped: usize = rep.skipped.values().sum();
+        let reasons: Vec<String> = rep
+            .skipped
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        println!(
+            "{name:28} passed {:4}  failed {:4}  skipped {:4}  [{}]",
+            rep.passed,
+            rep.failed,
+            skipped,
+            reasons.join("; ")
+        );
+        if verbose {
+            for fl in &rep.failures {
+                println!("    {fl}");
+            }
+        }
+        tp += rep.passed;
+        tf += rep.failed;
+        ts += skipped;
+        let min = baseline.get(&name).copied().unwrap_or(0);
+        if rep.passed < min {
+            regressions.push(format!("{name}: {} passed, baseline {min}", rep.passed));
+        }
+        counts.insert(name, rep.passed);
+    }
+    println!("total: passed {tp}, failed {tf}, skipped {ts}");
+    for (f, min) in &baseline {
+        if *min > 0 && !counts.contains_key(f) {
+            regressions.push(format!(
+                "{f}: in the baseline ({min}) but not in the corpus"
+            ));
+        }
+    }
+    let write = std::env::var_os("FLEETGATE_PROMQLTEST_WRITE_BASELINE").is_some();
+    if write {
+        let mut out = String::from(
+            "# file\tminimum passing evals (rewrite: FLEETGATE_PROMQLTEST_WRITE_BASELINE=1 cargo test -p fleetgate-query --test main)\n",
+        );
+        for (f, n) in &counts {
+            out.push_str(&format!("{f}\t{n}\n"));
+        }
+        if let Err(e) = std::fs::write(baseline_path(), out) {
+            panic!("cannot write baseline: {e}");
+        }
+    }
+    assert!(
+        write || regressions.is_empty(),
+        "pass counts fell below the baseline:\n{}",
+        regressions.join("\n")
+    );
+}
