@@ -141,7 +141,10 @@ def main():
         p = subprocess.Popen([fg, "serve", "--data-dir", data, "--http-addr", f"127.0.0.1:{port}"], env=env)
         wait_http(f"http://127.0.0.1:{port}/-/ready")
         restart = time.time() - t
-        p.send_signal(signal.SIGTERM)  # flush everything to Parquet
+        # let maintenance flush and compact the closed hour partitions (it runs every 10 s), as a
+        # long-running gateway would, then SIGTERM flushes whatever is left
+        time.sleep(25)
+        p.send_signal(signal.SIGTERM)
         p.wait(timeout=600)
         disk = dir_bytes(os.path.join(data, "samples"))
         total = dir_bytes(data)
