@@ -6,5 +6,6 @@ mod crash;
 mod harness;
 mod ingest_restart;
 mod interop;
+mod interop_promql;
 mod ops;
 mod prom_api;

@@ -1,3 +1,4 @@
 //! Integration tests of the query crate, built as one binary.
 
+mod fleet;
 mod promqltest;
