@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod crash;
+mod grafana;
 mod harness;
 mod ingest_restart;
 mod interop;
