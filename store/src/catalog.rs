@@ -20,6 +20,8 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::labels::{Label, Labels, SeriesId};
+use crate::matcher::Matcher;
+use crate::select_cache::{self, LabelValues, SelectCache, Selection};
 
 /// Object-store folder of the catalog files.
 pub(crate) const CATALOG_DIR: &str = "catalog";
@@ -47,6 +49,12 @@ pub(crate) struct Catalog {
     by_id: Vec<Option<Labels>>,
     count: u64,
     pub(crate) index: Index,
+    /// Bumped when an id is registered that is not above every id before it (loading, holes):
+    /// cached index answers of another epoch cannot be brought up to date by looking only at
+    /// the ids above what they have seen (see [`select_cache`]).
+    epoch: u64,
+    /// Cached selections and label values, valid per `epoch` and `max_id` (see [`select_cache`]).
+    cache: SelectCache,
 }
 
 impl Catalog {
@@ -121,6 +129,9 @@ impl Catalog {
         );
         let h = hash_labels(&interned);
         self.index.add(id, &interned);
+        if self.by_id.len() > i {
+            self.epoch += 1;
+        }
         if self.by_id.len() <= i {
             self.by_id.resize(i + 1, None);
         }
@@ -132,6 +143,107 @@ impl Catalog {
         }
         self.count += 1;
         true
+    }
+
+    /// The labels of `id` as a sort key (empty for an unknown id).
+    fn sort_key(&self, id: SeriesId) -> &[Label] {
+        self.labels_of(id).map(Labels::as_slice).unwrap_or(&[])
+    }
+
+    /// Ids of the series matching every matcher, sorted by labels; cached (see [`select_cache`]).
+    pub(crate) fn select_sorted(&self, matchers: &[Matcher]) -> Arc<[SeriesId]> {
+        let key = select_cache::selection_key(matchers);
+        let max = self.max_id();
+        let cached = self
+            .cache
+            .selection(&key)
+            .filter(|c| c.epoch == self.epoch && c.upto <= max);
+        let ids: Arc<[SeriesId]> = match cached {
+            Some(c) if c.upto == max => return Arc::clone(&c.ids),
+            Some(c) if max - c.upto <= select_cache::MAX_EXTEND => {
+                let mut new: Vec<SeriesId> = (c.upto + 1..=max)
+                    .filter(|&id| {
+                        self.labels_of(id)
+                            .is_some_and(|l| matchers.iter().all(|m| m.matches(l)))
+                    })
+                    .collect();
+                if new.is_empty() {
+                    Arc::clone(&c.ids)
+                } else {
+                    new.sort_by(|a, b| self.sort_key(*a).cmp(self.sort_key(*b)));
+                    self.merge_by_labels(&c.ids, &new).into()
+                }
+            }
+            _ => {
+                let mut ids =
+                    self.index
+                        .select(matchers, || self.all_ids(), |id| self.labels_of(id));
+                ids.sort_by(|a, b| self.sort_key(*a).cmp(self.sort_key(*b)));
+                ids.into()
+            }
+        };
+        self.cache.put_selection(
+            key,
+            Arc::new(Selection {
+                epoch: self.epoch,
+                upto: max,
+                ids: Arc::clone(&ids),
+            }),
+        );
+        ids
+    }
+
+    /// Merges two id lists sorted by labels (no id in both).
+    fn merge_by_labels(&self, old: &[SeriesId], new: &[SeriesId]) -> Vec<SeriesId> {
+        let mut out = Vec::with_capacity(old.len() + new.len());
+        let mut i = 0;
+        for &n in new {
+            let key = self.sort_key(n);
+            let p = i + old[i..].partition_point(|&o| self.sort_key(o) < key);
+            out.extend_from_slice(&old[i..p]);
+            out.push(n);
+            i = p;
+        }
+        out.extend_from_slice(&old[i..]);
+        out
+    }
+
+    /// Sorted values of label `name`; cached (see [`select_cache`]).
+    pub(crate) fn label_values(&self, name: &str) -> Arc<[String]> {
+        let max = self.max_id();
+        let cached = self
+            .cache
+            .label_values(name)
+            .filter(|c| c.epoch == self.epoch && c.upto <= max);
+        let values: Arc<[String]> = match cached {
+            Some(c) if c.upto == max => return Arc::clone(&c.values),
+            Some(c) if max - c.upto <= select_cache::MAX_EXTEND => {
+                let mut new: Vec<&str> = (c.upto + 1..=max)
+                    .filter_map(|id| self.labels_of(id)?.get(name))
+                    .filter(|v| c.values.binary_search_by(|x| x.as_str().cmp(v)).is_err())
+                    .collect();
+                if new.is_empty() {
+                    Arc::clone(&c.values)
+                } else {
+                    new.sort_unstable();
+                    new.dedup();
+                    let mut all: Vec<String> = c.values.to_vec();
+                    all.extend(new.into_iter().map(str::to_string));
+                    all.sort_unstable();
+                    all.into()
+                }
+            }
+            _ => self.index.label_values(name).into(),
+        };
+        self.cache.put_label_values(
+            name,
+            Arc::new(LabelValues {
+                epoch: self.epoch,
+                upto: max,
+                values: Arc::clone(&values),
+            }),
+        );
+        values
     }
 }
 
@@ -291,6 +403,99 @@ pub(crate) fn decode(path: &str, bytes: Bytes) -> Result<Vec<(SeriesId, Labels)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matcher::MatchOp;
+
+    fn uncached(c: &Catalog, ms: &[Matcher]) -> Vec<SeriesId> {
+        let mut ids = c.index.select(ms, || c.all_ids(), |id| c.labels_of(id));
+        ids.sort_by(|a, b| c.sort_key(*a).cmp(c.sort_key(*b)));
+        ids
+    }
+
+    /// A cached selection (and label-value list) sees series created after it was cached, in
+    /// label order, whether the entry is extended (same epoch) or recomputed (epoch changed).
+    #[test]
+    fn cached_selection_sees_new_series() {
+        let mut c = Catalog::default();
+        let l = |job: &str, pod: &str| {
+            Labels::from_pairs([("__name__", "up"), ("job", job), ("pod", pod)])
+        };
+        assert!(c.insert(1, &l("api", "p5")));
+        assert!(c.insert(2, &l("web", "p1")));
+        assert!(c.insert(3, &l("api", "p2")));
+        let eq = [
+            Matcher::equal("__name__", "up"),
+            Matcher::equal("job", "api"),
+        ];
+        let re = [Matcher::new(MatchOp::RegexMatch, "job", "ap.*|db").unwrap()];
+        assert_eq!(&*c.select_sorted(&eq), &[3, 1]);
+        assert_eq!(&*c.select_sorted(&re), &[3, 1]);
+        assert_eq!(&*c.label_values("pod"), &["p1", "p2", "p5"]);
+        // a hit returns the cached list itself
+        assert!(Arc::ptr_eq(&c.select_sorted(&eq), &c.select_sorted(&eq)));
+        // matcher order does not matter
+        let eq_rev = [eq[1].clone(), eq[0].clone()];
+        assert!(Arc::ptr_eq(
+            &c.select_sorted(&eq),
+            &c.select_sorted(&eq_rev)
+        ));
+
+        // New series at the end, one sorting in the middle, one at the front, one not matching.
+        assert!(c.insert(4, &l("api", "p3")));
+        assert!(c.insert(5, &l("web", "p0")));
+        assert!(c.insert(6, &l("api", "p0")));
+        assert!(c.insert(7, &l("db", "p9")));
+        assert_eq!(&*c.select_sorted(&eq), &[6, 3, 4, 1]);
+        assert_eq!(&*c.select_sorted(&eq), uncached(&c, &eq).as_slice());
+        assert_eq!(&*c.select_sorted(&re), &[6, 3, 4, 1, 7]);
+        assert_eq!(&*c.select_sorted(&re), uncached(&c, &re).as_slice());
+        assert_eq!(
+            &*c.label_values("pod"),
+            &["p0", "p1", "p2", "p3", "p5", "p9"]
+        );
+        // no new series matching: same answer, extended entry
+        assert!(c.insert(8, &l("web", "p2")));
+        assert_eq!(&*c.select_sorted(&eq), &[6, 3, 4, 1]);
+        assert_eq!(
+            &*c.label_values("pod"),
+            &["p0", "p1", "p2", "p3", "p5", "p9"]
+        );
+
+        // An id below the maximum (filling a hole) changes the epoch: recomputed.
+        assert!(c.insert(12, &l("api", "p7")));
+        assert_eq!(&*c.select_sorted(&eq), &[6, 3, 4, 1, 12]);
+        let before = c.epoch;
+        assert!(c.insert(10, &l("api", "p1")));
+        assert_eq!(c.epoch, before + 1);
+        assert_eq!(&*c.select_sorted(&eq), &[6, 10, 3, 4, 1, 12]);
+        assert_eq!(&*c.select_sorted(&eq), uncached(&c, &eq).as_slice());
+        assert!(c.insert(11, &l("x", "p8")));
+        assert_eq!(
+            &*c.label_values("pod"),
+            &["p0", "p1", "p2", "p3", "p5", "p7", "p8", "p9"]
+        );
+    }
+
+    /// Far behind (more new series than `MAX_EXTEND`): recomputed, same answer.
+    #[test]
+    fn far_behind_entry_is_recomputed() {
+        let mut c = Catalog::default();
+        let l = |i: u64| {
+            Labels::from_pairs([
+                ("__name__".to_string(), "m".to_string()),
+                ("i".to_string(), format!("{i:06}")),
+            ])
+        };
+        assert!(c.insert(1, &l(1)));
+        let ms = [Matcher::equal("__name__", "m")];
+        assert_eq!(&*c.select_sorted(&ms), &[1]);
+        let n = select_cache::MAX_EXTEND + 10;
+        for id in 2..=n {
+            assert!(c.insert(id, &l(id)));
+        }
+        let got = c.select_sorted(&ms);
+        assert_eq!(got.len() as u64, n);
+        assert_eq!(&*got, uncached(&c, &ms).as_slice());
+    }
 
     #[test]
     fn insert_lookup_and_file_round_trip() {

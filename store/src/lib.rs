@@ -27,6 +27,7 @@ mod objects;
 mod options;
 pub mod partition;
 mod retention;
+mod select_cache;
 mod stats;
 mod store;
 mod wal;

@@ -366,16 +366,11 @@ impl Store {
     /// Series matching every matcher, sorted by labels.
     pub fn select_series(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Labels)> {
         let cat = self.catalog.read();
-        let ids = cat
-            .index
-            .select(matchers, || cat.all_ids(), |id| cat.labels_of(id));
-        let mut out: Vec<(SeriesId, Labels)> = ids
-            .into_iter()
-            .filter_map(|id| Some((id, cat.labels_of(id)?.clone())))
-            .collect();
-        drop(cat);
-        out.sort_by(|a, b| a.1.as_slice().cmp(b.1.as_slice()));
-        out
+        // Already in label order (and cached: see `select_cache`).
+        let ids = cat.select_sorted(matchers);
+        ids.iter()
+            .filter_map(|&id| Some((id, cat.labels_of(id)?.clone())))
+            .collect()
     }
 
     /// Samples of the matching series in `[start_ms, end_ms]` from memtables and Parquet;
@@ -422,7 +417,7 @@ impl Store {
             m.generation
         };
         let frozen: Vec<Frozen> = self.frozen.read().clone();
-        let files = self.files.read().overlapping(start, end);
+        let files = self.files_to_read(&ids, start, end);
 
         // Owned captures: a closure over borrowed items trips rustc's higher-ranked `Send`
         // check and would make `scan` unusable from spawned tasks.
@@ -477,6 +472,21 @@ impl Store {
         Ok(out)
     }
 
+    /// The sample files a scan of the sorted `ids` over `[start, end]` reads, each once, in rank
+    /// order: only those whose `[min_ts, max_ts]` overlaps the range (found through the hour
+    /// partitions it spans) and whose `[min_id, max_id]` holds one of the ids. Within a file, the
+    /// series table then selects just the rows of the wanted series.
+    pub(crate) fn files_to_read(
+        &self,
+        ids: &[SeriesId],
+        start: i64,
+        end: i64,
+    ) -> Vec<Arc<FileMeta>> {
+        let mut files = self.files.read().overlapping(start, end);
+        files.retain(|f| f.may_hold(ids));
+        files
+    }
+
     /// Every label name, sorted.
     pub fn label_names(&self) -> Vec<String> {
         self.catalog.read().index.label_names()
@@ -484,7 +494,7 @@ impl Store {
 
     /// Every value of label `name`, sorted.
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.catalog.read().index.label_values(name)
+        self.catalog.read().label_values(name).to_vec()
     }
 
     /// Flushes the whole memtable to Parquet now, persists new series to the catalog and removes
@@ -814,6 +824,102 @@ mod tests {
     use crate::partition::write::{BATCH_ROWS, SeriesRows, encode_samples};
 
     const T0: i64 = 1_767_225_600_000;
+
+    /// Scans read only the files overlapping their time range whose series-id range holds a
+    /// wanted series, each file once; and answer the same as when every file is read.
+    #[tokio::test]
+    async fn scan_prunes_files_by_time_and_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(opts).await.unwrap();
+        let l = |m: &str, i: usize| {
+            Labels::from_pairs([("__name__", m.to_string()), ("i", i.to_string())])
+        };
+        let mut append = Vec::new();
+        // Flush 1: metric a (ids 1..=10), hours 0-2. Flush 2: metric b (ids 11..=20), hours
+        // 1-3, and a again in hour 2 (second file there, ids 1..=20).
+        let a: Vec<SeriesId> = (0..10)
+            .map(|i| store.series_id(&l("a", i)).unwrap().0)
+            .collect();
+        for h in 0..3 {
+            for (k, id) in a.iter().enumerate() {
+                append.push(SampleRef {
+                    series: *id,
+                    timestamp_ms: T0 + h * HOUR_MS + 60_000 + k as i64,
+                    value: h as f64,
+                });
+            }
+        }
+        store.append(&append).await.unwrap();
+        store.flush().await.unwrap();
+        append.clear();
+        let b: Vec<SeriesId> = (0..10)
+            .map(|i| store.series_id(&l("b", i)).unwrap().0)
+            .collect();
+        for h in 1..4 {
+            for (k, id) in b.iter().enumerate() {
+                append.push(SampleRef {
+                    series: *id,
+                    timestamp_ms: T0 + h * HOUR_MS + 120_000 + k as i64,
+                    value: h as f64,
+                });
+            }
+        }
+        append.push(SampleRef {
+            series: a[3],
+            timestamp_ms: T0 + 2 * HOUR_MS + 60_003,
+            value: 42.0,
+        });
+        store.append(&append).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.stats().files, 6);
+
+        let read = |ids: &[SeriesId], s: i64, e: i64| -> Vec<(i64, u64)> {
+            let files = store.files_to_read(ids, s, e);
+            let mut paths: Vec<&object_store::path::Path> = files.iter().map(|f| &f.path).collect();
+            paths.sort();
+            paths.dedup();
+            assert_eq!(paths.len(), files.len(), "a file listed twice");
+            assert!(files.windows(2).all(|w| w[0].rank() <= w[1].rank()));
+            files
+                .iter()
+                .map(|f| ((f.hour - T0) / HOUR_MS, f.seq))
+                .collect()
+        };
+        let seq1 = store.files_to_read(&a, T0, T0 + 60_000)[0].seq;
+        let seq2 = seq1 + 3;
+        // whole range, series a: the three files of flush 1 and flush 2's hour-2 file only
+        assert_eq!(
+            read(&a, T0, T0 + 4 * HOUR_MS),
+            vec![(0, seq1), (1, seq1 + 1), (2, seq1 + 2), (2, seq2 + 1)]
+        );
+        // series b: flush 2's files only (flush 1's id range is below b's ids)
+        assert_eq!(
+            read(&b, T0, T0 + 4 * HOUR_MS),
+            vec![(1, seq2), (2, seq2 + 1), (3, seq2 + 2)]
+        );
+        // one hour: only its files; a range ending before an hour's first sample skips it
+        assert_eq!(
+            read(&b, T0 + HOUR_MS, T0 + 2 * HOUR_MS - 1),
+            vec![(1, seq2)]
+        );
+        assert_eq!(
+            read(&a, T0 + HOUR_MS, T0 + 2 * HOUR_MS + 1),
+            vec![(1, seq1 + 1)]
+        );
+        assert_eq!(read(&a, T0 + 4 * HOUR_MS, T0 + 5 * HOUR_MS), vec![]);
+
+        // the pruned scan answers like a full read, with the later write winning
+        let ma = [Matcher::equal("__name__", "a")];
+        let got = store.scan(&ma, T0, T0 + 4 * HOUR_MS).await.unwrap();
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[3].values, vec![0.0, 1.0, 42.0]);
+        assert!(got.iter().all(|s| s.timestamps.len() == 3));
+        store.close().await.unwrap();
+    }
 
     /// The files of a streamed flush of a memtable larger than one Arrow batch (with a series
     /// larger than a batch, out-of-order and duplicate samples, three hours) are byte for byte what

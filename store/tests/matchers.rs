@@ -63,3 +63,56 @@ async fn select_and_scan_with_matchers() {
     assert_eq!(store.label_values("job"), vec!["api", "web"]);
     assert!(store.label_values("zzz").is_empty());
 }
+
+/// A cached selection and label-value list see series created after they were cached (the
+/// store caches both on first use), in label order.
+#[tokio::test]
+async fn cached_selection_sees_series_created_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let a = series(&store, "cpu", &[("namespace", "payments"), ("pod", "p2")]);
+    let _ = series(&store, "cpu", &[("namespace", "search"), ("pod", "p1")]);
+    let ms = [
+        Matcher::equal("__name__", "cpu"),
+        Matcher::new(MatchOp::RegexMatch, "namespace", "pay.*").unwrap(),
+    ];
+    let ids = || {
+        store
+            .select_series(&ms)
+            .into_iter()
+            .map(|x| x.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(), vec![a]);
+    assert_eq!(ids(), vec![a]); // cached
+    assert_eq!(store.label_values("namespace"), ["payments", "search"]);
+    store.append(&[s(a, T0, 1.0)]).await.unwrap();
+    assert_eq!(store.scan(&ms, T0, T0).await.unwrap().len(), 1);
+
+    // new series: one sorting before the cached one, one after, one in a new namespace
+    let b = series(&store, "cpu", &[("namespace", "payments"), ("pod", "p1")]);
+    let c = series(&store, "cpu", &[("namespace", "payment-gw"), ("pod", "p9")]);
+    let _ = series(&store, "cpu", &[("namespace", "ads"), ("pod", "p0")]);
+    assert_eq!(ids(), vec![c, b, a]);
+    assert_eq!(
+        store.label_values("namespace"),
+        ["ads", "payment-gw", "payments", "search"]
+    );
+    store.append(&[s(b, T0, 2.0), s(c, T0, 3.0)]).await.unwrap();
+    let got: Vec<u64> = store
+        .scan(&ms, T0, T0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(got, vec![c, b, a]);
+
+    // after a restart (catalog reloaded, WAL replayed) the same answers
+    store.close().await.unwrap();
+    drop(store);
+    let store = open(dir.path()).await;
+    let again: Vec<u64> = store.select_series(&ms).into_iter().map(|x| x.0).collect();
+    assert_eq!(again, vec![c, b, a]);
+    store.close().await.unwrap();
+}

@@ -1,9 +1,10 @@
 //! Query evaluation: reads each selector once for the whole span, then evaluates the tree over all steps.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use fleetgate_store::{Labels, SeriesData};
+use fleetgate_store::{Labels, MatchOp, SeriesData};
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use super::source::SeriesSource;
@@ -124,7 +125,9 @@ impl Val {
 #[derive(Debug)]
 pub(super) struct Ctx<'a> {
     pub(super) opts: &'a EngineOptions,
-    data: HashMap<usize, Vec<SeriesData>>,
+    /// Series read for each selector (by [`key`]); selectors reading the same series over the
+    /// same span share one read.
+    data: HashMap<usize, Arc<Vec<SeriesData>>>,
     pub(super) query_start: i64,
     pub(super) query_end: i64,
     /// The query's step in ms (0 for instant queries), for `step()`.
@@ -152,6 +155,30 @@ struct Fetch {
     groups: Vec<Vec<fleetgate_store::Matcher>>,
     start: i64,
     end: i64,
+}
+
+/// What a [`Fetch`] selects, comparable: its matcher groups as `(name, op, value)`, each group
+/// sorted (matcher order does not change what a group selects).
+type FetchSig = Vec<Vec<(String, MatchOp, String)>>;
+
+fn fetch_sig(groups: &[Vec<fleetgate_store::Matcher>]) -> FetchSig {
+    let op = |o: MatchOp| match o {
+        MatchOp::Equal => 0,
+        MatchOp::NotEqual => 1,
+        MatchOp::RegexMatch => 2,
+        MatchOp::RegexNoMatch => 3,
+    };
+    groups
+        .iter()
+        .map(|g| {
+            let mut v: Vec<(String, MatchOp, String)> = g
+                .iter()
+                .map(|m| (m.name.clone(), m.op, m.value.clone()))
+                .collect();
+            v.sort_by(|a, b| (&a.0, op(a.1), &a.2).cmp(&(&b.0, op(b.1), &b.2)));
+            v
+        })
+        .collect()
 }
 
 pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -285,6 +312,9 @@ impl Engine {
         };
         let mut wanted: Vec<Fetch> = Vec::new();
         ctx.plan(expr, grid.start, grid.end, &mut wanted)?;
+        // Reads already made, by what they read: a selector repeated in the query (e.g.
+        // `sum(rate(x[5m])) / count(rate(x[5m]))`) does not read the same files again.
+        let mut done: Vec<(FetchSig, i64, i64, Arc<Vec<SeriesData>>)> = Vec::new();
         for Fetch {
             key,
             groups,
@@ -292,6 +322,14 @@ impl Engine {
             end,
         } in wanted
         {
+            let sig = fetch_sig(&groups);
+            if let Some((.., series)) = done
+                .iter()
+                .find(|(s, a, b, _)| *s == sig && *a == start && *b == end)
+            {
+                ctx.data.insert(key, Arc::clone(series));
+                continue;
+            }
             let mut by_id: HashMap<u64, SeriesData> = HashMap::new();
             for group in groups {
                 for s in src.select(&group, start, end).await? {
@@ -307,7 +345,9 @@ impl Engine {
                     limit: self.opts.max_samples,
                 });
             }
-            ctx.data.insert(key, series);
+            let series = Arc::new(series);
+            ctx.data.insert(key, Arc::clone(&series));
+            done.push((sig, start, end, series));
             ctx.check_deadline()?;
         }
         Ok(ctx)
@@ -499,7 +539,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn selected_by_key(&self, k: usize) -> &[SeriesData] {
-        self.data.get(&k).map(Vec::as_slice).unwrap_or(&[])
+        self.data.get(&k).map(|v| v.as_slice()).unwrap_or(&[])
     }
 
     /// Raw samples of a selector without staleness markers.

@@ -236,3 +236,51 @@ fn timing_probe() {
         println!("{q}: {} series in {:?}", mx.len(), t.elapsed());
     }
 }
+
+/// A source counting its reads.
+struct Counting {
+    inner: MemorySource,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl SeriesSource for Counting {
+    async fn select(
+        &self,
+        matchers: &[fleetgate_store::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesData>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.select(matchers, start_ms, end_ms).await
+    }
+}
+
+/// A selector repeated with the same span is read once; a different span is read again.
+#[test]
+fn repeated_selector_is_read_once() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let count = |q: &str| {
+        let src = Counting {
+            inner: src(),
+            calls: Default::default(),
+        };
+        let v = rt
+            .block_on(Engine::default().range(&src, q, 300_000, 600_000, 30_000))
+            .unwrap();
+        (src.calls.into_inner(), v)
+    };
+    let (n, v) = count("sum(rate(c[5m])) / count(rate(c{job=\"a\"}[5m]))");
+    assert_eq!(n, 2); // different matchers
+    let (n, same) = count("sum(rate(c{job=\"a\"}[5m])) / count(rate(c{job=\"a\"}[5m]))");
+    assert_eq!(n, 1);
+    assert_eq!(v, same);
+    let (n, _) = count("rate(c{job=\"a\"}[5m]) / rate({job=\"a\", __name__=\"c\"}[5m])");
+    assert_eq!(n, 1); // matcher order does not matter
+    let (n, _) = count("rate(c[5m]) / rate(c[5m] offset 1m)");
+    assert_eq!(n, 2);
+    let (n, _) = count("rate(c[5m]) / rate(c[1m])");
+    assert_eq!(n, 2);
+}
