@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetgate_query::promql::{Engine, EngineOptions, Value as QueryValue};
+use fleetgate_query::promql::{Annotations, Engine, EngineOptions, Value as QueryValue};
 use fleetgate_query::selector::parse_selector;
 use fleetgate_query::time::parse_time_ms;
 use fleetgate_store::Labels;
@@ -449,8 +449,8 @@ pub(crate) async fn query(
     let Some(core) = st.core.get() else {
         return api_error(ErrorType::Unavailable, "replaying the WAL; not ready yet");
     };
-    match engine.instant(&*core.store, &text, t).await {
-        Ok(v) => api_success_raw(&encode_value(&v)),
+    match engine.instant_annotated(&*core.store, &text, t).await {
+        Ok((v, notes)) => api_success_raw(&encode_value(&v), &notes),
         Err(e) => query_error(&e),
     }
 }
@@ -509,15 +509,27 @@ pub(crate) async fn query_range(
     let Some(core) = st.core.get() else {
         return api_error(ErrorType::Unavailable, "replaying the WAL; not ready yet");
     };
-    match engine.range(&*core.store, &text, start, end, step).await {
-        Ok(v) => api_success_raw(&encode_value(&v)),
+    match engine
+        .range_annotated(&*core.store, &text, start, end, step)
+        .await
+    {
+        Ok((v, notes)) => api_success_raw(&encode_value(&v), &notes),
         Err(e) => query_error(&e),
     }
 }
 
-/// A success envelope around already-encoded `data` JSON.
-fn api_success_raw(data: &str) -> Response {
-    let body = format!("{{\"status\":\"success\",\"data\":{data}}}");
+/// A success envelope around already-encoded `data` JSON, with the query's warnings and infos.
+fn api_success_raw(data: &str, notes: &Annotations) -> Response {
+    let mut body = format!("{{\"status\":\"success\",\"data\":{data}");
+    if !notes.warnings.is_empty() {
+        body.push_str(",\"warnings\":");
+        body.push_str(&json!(notes.warnings).to_string());
+    }
+    if !notes.infos.is_empty() {
+        body.push_str(",\"infos\":");
+        body.push_str(&json!(notes.infos).to_string());
+    }
+    body.push('}');
     let mut resp = (StatusCode::OK, body).into_response();
     set_json(&mut resp);
     resp

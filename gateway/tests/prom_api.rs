@@ -220,6 +220,38 @@ fn query_and_query_range_answer_like_prometheus() {
     );
     assert_eq!(result[0]["values"].as_array().unwrap().len(), 11);
 
+    // annotations reach the envelope: rate() of a name that is not a counter's is an info,
+    // a quantile outside [0, 1] a warning
+    let gauge: Vec<(i64, f64)> = (0..=40).map(|i| (t0 + i * 15_000, 1e6)).collect();
+    let body = encode(&[(vec![("__name__", "memory_bytes")], gauge)]);
+    assert_eq!(gw.write(Some("tok-a"), body).0, 204);
+    let q = format!(
+        "/api/v1/query?query={}&time={}",
+        urlencode("rate(memory_bytes[5m])"),
+        t_end / 1000
+    );
+    let (code, b) = http_get(&gw.addr, &q).unwrap();
+    assert_eq!(code, 200, "{b}");
+    assert!(
+        json(&b)["infos"][0]
+            .as_str()
+            .is_some_and(|s| s.contains("might not be a counter")),
+        "{b}"
+    );
+    let q = format!(
+        "/api/v1/query?query={}&time={}",
+        urlencode("quantile(2, container_cpu_usage_seconds_total)"),
+        t_end / 1000
+    );
+    let (code, b) = http_get(&gw.addr, &q).unwrap();
+    assert_eq!(code, 200, "{b}");
+    assert!(
+        json(&b)["warnings"][0]
+            .as_str()
+            .is_some_and(|s| s.contains("quantile value should be between 0 and 1")),
+        "{b}"
+    );
+
     // errors and their types
     let (code, b) = http_get(&gw.addr, "/api/v1/query?query=sum(").unwrap();
     assert_eq!(code, 400, "{b}");

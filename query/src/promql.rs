@@ -13,4 +13,4 @@ pub mod value;
 
 pub use engine::{Engine, EngineOptions};
 pub use source::{MemorySource, SeriesSource};
-pub use value::{STALE_NAN_BITS, Sample, Series, Value, is_stale_nan, stale_nan};
+pub use value::{Annotations, STALE_NAN_BITS, Sample, Series, Value, is_stale_nan, stale_nan};

@@ -12,11 +12,13 @@ mod script;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fleetgate_query::promql::{Engine, MemorySource, Sample, SeriesSource, Value, is_stale_nan};
+use fleetgate_query::promql::{
+    Annotations, Engine, MemorySource, Sample, SeriesSource, Value, is_stale_nan,
+};
 use fleetgate_store::Labels;
 use promql_parser::parser::{self, AtModifier, Expr};
 
-use script::{Command, EvalAt, Expect, SeriesLine, parse_script};
+use script::{AnnoKind, Command, EvalAt, Expect, SeriesLine, parse_script};
 
 #[derive(Debug, Default)]
 struct FileReport {
@@ -24,6 +26,76 @@ struct FileReport {
     failed: usize,
     skipped: BTreeMap<String, usize>,
     failures: Vec<String>,
+    /// Evals whose values matched but whose annotations did not. They count as failures, except
+    /// (report-only: they pass and are listed) in files of [`ANNOTATION_REPORT_ONLY`] and when the
+    /// loaded data had native-histogram series the runner could not load.
+    anno_mismatches: usize,
+}
+
+/// Files whose annotation mismatches are reported but do not fail the eval.
+const ANNOTATION_REPORT_ONLY: &[&str] = &[];
+
+/// Prefix of the error of an eval whose only problem is its annotations.
+const ANNO_MISMATCH: &str = "annotation mismatch: ";
+
+/// Checks annotations as Prometheus's harness does (`checkAnnotations`), on message texts
+/// without the `(line:col)` position.
+fn check_annotations(a: &Annotations, expect: &Expect) -> Result<(), String> {
+    for (kind, actual, what) in [
+        (AnnoKind::Warn, &a.warnings, "warn"),
+        (AnnoKind::Info, &a.infos, "info"),
+    ] {
+        let exps: Vec<_> = expect.annos.iter().filter(|e| e.kind == kind).collect();
+        if exps.is_empty() {
+            continue;
+        }
+        if actual.is_empty() {
+            return Err(format!(
+                "{ANNO_MISMATCH}expected {what} annotations but none were found"
+            ));
+        }
+        for e in &exps {
+            if !actual.iter().any(|m| e.matches(m)) {
+                return Err(format!(
+                    "{ANNO_MISMATCH}expected {what} annotation matching {:?}, found {actual:?}",
+                    e.text
+                ));
+            }
+        }
+        for m in actual.iter() {
+            if !exps.iter().any(|e| e.matches(m)) {
+                return Err(format!("{ANNO_MISMATCH}unexpected {what} annotation {m:?}"));
+            }
+        }
+    }
+    if expect.no_warn && !a.warnings.is_empty() {
+        return Err(format!(
+            "{ANNO_MISMATCH}unexpected warnings: {:?}",
+            a.warnings
+        ));
+    }
+    if expect.no_info && !a.infos.is_empty() {
+        return Err(format!("{ANNO_MISMATCH}unexpected infos: {:?}", a.infos));
+    }
+    Ok(())
+}
+
+/// Checks a result and then (when it is one) its annotations.
+fn check_annotated(
+    res: Result<(Value, Annotations), fleetgate_query::Error>,
+    expect: &Expect,
+    at: EvalAt,
+) -> Result<(), String> {
+    match res {
+        Ok((v, a)) => {
+            check(Ok(v), expect, at)?;
+            if expect.fail {
+                return Ok(());
+            }
+            check_annotations(&a, expect)
+        }
+        Err(e) => check(Err(e), expect, at),
+    }
 }
 
 fn corpus_dir() -> PathBuf {
@@ -314,16 +386,20 @@ async fn run_eval<S: SeriesSource + Sync>(
         Err(e) => return Err(format!("parse: {e}")),
     };
     match at {
-        EvalAt::Range { start, end, step } => check(
-            engine.range_expr(src, &expr, start, end, step).await,
+        EvalAt::Range { start, end, step } => check_annotated(
+            engine
+                .range_expr_annotated(src, &expr, start, end, step)
+                .await,
             expect,
             at,
         ),
         EvalAt::Instant(t) => {
-            let res = engine.instant_expr(src, &expr, t).await;
-            let is_matrix_or_string =
-                matches!(res, Ok(Value::Matrix(_)) | Ok(Value::String { .. }));
-            check(res, expect, at)?;
+            let res = engine.instant_expr_annotated(src, &expr, t).await;
+            let is_matrix_or_string = matches!(
+                res,
+                Ok((Value::Matrix(_), _)) | Ok((Value::String { .. }, _))
+            );
+            check_annotated(res, expect, at)?;
             if expect.fail {
                 return Ok(());
             }
@@ -337,8 +413,15 @@ async fn run_eval<S: SeriesSource + Sync>(
                     vec![-10 * t, 0, t / 5, t, 10 * t]
                 };
                 for t2 in times {
-                    check(engine.instant_expr(src, &with_at, t2).await, expect, at)
-                        .map_err(|e| format!("with @ {t} at {t2}: {e}"))?;
+                    check_annotated(
+                        engine.instant_expr_annotated(src, &with_at, t2).await,
+                        expect,
+                        at,
+                    )
+                    .map_err(|e| match e.strip_prefix(ANNO_MISMATCH) {
+                        Some(rest) => format!("{ANNO_MISMATCH}with @ {t} at {t2}: {rest}"),
+                        None => format!("with @ {t} at {t2}: {e}"),
+                    })?;
                 }
             }
             // and as a range query around t
@@ -445,6 +528,9 @@ async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileR
     let mut nhcb_names: Vec<String> = Vec::new();
     let mut st_metric_names: Vec<String> = Vec::new();
     let mut rep = FileReport::default();
+    let report_only = path
+        .file_name()
+        .is_some_and(|n| ANNOTATION_REPORT_ONLY.iter().any(|f| n == *f));
     for cmd in cmds {
         match cmd {
             Command::Clear => {
@@ -506,6 +592,25 @@ async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileR
                 }
                 match src.eval(engine, &expr, at, &expect).await {
                     Ok(()) => rep.passed += 1,
+                    Err(e) if e.starts_with(ANNO_MISMATCH) => {
+                        rep.anno_mismatches += 1;
+                        // native-histogram samples were not loaded, so annotations about them
+                        // (e.g. "ignored histograms") cannot appear: report, don't fail
+                        let lenient = report_only || !nh_names.is_empty();
+                        rep.failures.push(format!(
+                            "line {line}: {expr}\n      {e}{}",
+                            if lenient {
+                                " (report-only: histogram samples of this data were not loaded)"
+                            } else {
+                                ""
+                            }
+                        ));
+                        if lenient {
+                            rep.passed += 1;
+                        } else {
+                            rep.failed += 1;
+                        }
+                    }
                     Err(e) => {
                         rep.failed += 1;
                         rep.failures.push(format!("line {line}: {expr}\n      {e}"));
@@ -580,10 +685,16 @@ async fn promqltest_corpus() {
             .map(|(r, n)| format!("{n} {r}"))
             .collect();
         println!(
-            "{name:28} passed {:4}  failed {:4}  skipped {:4}  [{}]",
+            "{name:28} passed {:4}  failed {:4}  skipped {:4}  annotation mismatch {:3}{}  [{}]",
             rep.passed,
             rep.failed,
             skipped,
+            rep.anno_mismatches,
+            if ANNOTATION_REPORT_ONLY.contains(&name.as_str()) {
+                " (report-only)"
+            } else {
+                ""
+            },
             reasons.join("; ")
         );
         if verbose {

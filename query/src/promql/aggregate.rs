@@ -135,7 +135,7 @@ impl Acc {
     }
 }
 
-fn fmt_float(v: f64) -> String {
+pub(super) fn fmt_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {
@@ -145,6 +145,93 @@ fn fmt_float(v: f64) -> String {
     } else {
         format!("{v}")
     }
+}
+
+/// Where a series falls in `[0, 1)` for `limit_ratio`: Prometheus's label hash (xxHash64 of
+/// `name\xffvalue\xff…`) over `u64::MAX`.
+fn ratio_offset(labels: &Labels) -> f64 {
+    let mut b: Vec<u8> = Vec::with_capacity(256);
+    for l in labels.iter() {
+        b.extend_from_slice(l.name.as_bytes());
+        b.push(0xff);
+        b.extend_from_slice(l.value.as_bytes());
+        b.push(0xff);
+    }
+    xxh64(&b) as f64 / u64::MAX as f64
+}
+
+/// xxHash64 with seed 0 (what Prometheus's `labels.Hash` uses).
+fn xxh64(data: &[u8]) -> u64 {
+    const P1: u64 = 0x9E37_79B1_85EB_CA87;
+    const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    const P3: u64 = 0x1656_67B1_9E37_79F9;
+    const P4: u64 = 0x85EB_CA77_C2B2_AE63;
+    const P5: u64 = 0x27D4_EB2F_1656_67C5;
+    let round = |acc: u64, lane: u64| -> u64 {
+        acc.wrapping_add(lane.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1)
+    };
+    let merge = |acc: u64, v: u64| -> u64 { (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4) };
+    let u64_at = |i: usize| u64::from_le_bytes(data[i..i + 8].try_into().unwrap_or([0; 8]));
+    let len = data.len();
+    let mut i = 0;
+    let mut h = if len >= 32 {
+        let (mut v1, mut v2, mut v3, mut v4) =
+            (P1.wrapping_add(P2), P2, 0u64, 0u64.wrapping_sub(P1));
+        while i + 32 <= len {
+            v1 = round(v1, u64_at(i));
+            v2 = round(v2, u64_at(i + 8));
+            v3 = round(v3, u64_at(i + 16));
+            v4 = round(v4, u64_at(i + 24));
+            i += 32;
+        }
+        let mut h = v1
+            .rotate_left(1)
+            .wrapping_add(v2.rotate_left(7))
+            .wrapping_add(v3.rotate_left(12))
+            .wrapping_add(v4.rotate_left(18));
+        h = merge(h, v1);
+        h = merge(h, v2);
+        h = merge(h, v3);
+        merge(h, v4)
+    } else {
+        P5
+    };
+    h = h.wrapping_add(len as u64);
+    while i + 8 <= len {
+        h ^= round(0, u64_at(i));
+        h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+        i += 8;
+    }
+    if i + 4 <= len {
+        let w = u32::from_le_bytes(data[i..i + 4].try_into().unwrap_or([0; 4])) as u64;
+        h ^= w.wrapping_mul(P1);
+        h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+        i += 4;
+    }
+    while i < len {
+        h ^= (data[i] as u64).wrapping_mul(P5);
+        h = h.rotate_left(11).wrapping_mul(P1);
+        i += 1;
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(P2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(P3);
+    h ^ (h >> 32)
+}
+
+#[cfg(test)]
+#[test]
+fn xxh64_known_values() {
+    assert_eq!(xxh64(b""), 0xEF46_DB37_51D8_E999);
+    assert_eq!(xxh64(b"a"), 0xD24E_C4F1_A98C_6E5B);
+    assert_eq!(xxh64(b"abc"), 0x44BC_2CF5_AD77_0999);
+    assert_eq!(
+        xxh64(b"Nobody inspects the spammish repetition"),
+        0xFBCE_A83C_8A37_8BF1
+    );
 }
 
 /// Evaluates an aggregation over the grid.
@@ -174,7 +261,47 @@ pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, grid: Grid) -> Result<Val> 
             _ => f64::NAN,
         }
     };
+    if op == "quantile" {
+        for i in 0..n {
+            super::functions::check_quantile(ctx, scalar_param(i));
+        }
+    }
     match op.as_str() {
+        "limit_ratio" => {
+            let mut out: Vec<Ser> = series
+                .iter()
+                .map(|s| Ser {
+                    labels: s.labels.clone(),
+                    drop_name: s.drop_name,
+                    vals: vec![None; n],
+                })
+                .collect();
+            let offsets: Vec<f64> = inputs.iter().map(ratio_offset).collect();
+            for i in 0..n {
+                let mut r = scalar_param(i);
+                if r.is_nan() {
+                    return Err(exec(format!("Ratio value is NaN for {op}")));
+                }
+                if !(-1.0..=1.0).contains(&r) {
+                    let capped = r.clamp(-1.0, 1.0);
+                    ctx.warn(format!(
+                        "ratio value should be between -1 and 1, got {}, capping to {}",
+                        fmt_float(r),
+                        fmt_float(capped)
+                    ));
+                    r = capped;
+                }
+                for (j, s) in series.iter().enumerate() {
+                    let off = offsets[j];
+                    let keep = if r >= 0.0 { off < r } else { off >= 1.0 + r };
+                    if keep {
+                        out[j].vals[i] = s.vals[i];
+                    }
+                }
+            }
+            out.retain(|s| s.vals.iter().any(Option::is_some));
+            Ok(Val::Vector(out))
+        }
         #[allow(clippy::needless_range_loop)] // `i` indexes every series' steps, not one slice
         "topk" | "bottomk" | "limitk" => {
             let mut keep: Vec<Vec<Option<f64>>> = vec![vec![None; n]; series.len()];

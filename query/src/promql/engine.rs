@@ -1,5 +1,6 @@
 //! Query evaluation: reads each selector once for the whole span, then evaluates the tree over all steps.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -8,7 +9,7 @@ use fleetgate_store::{Labels, MatchOp, SeriesData};
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use super::source::SeriesSource;
-use super::value::{Sample, Series, Value, is_stale_nan};
+use super::value::{Annotations, Sample, Series, Value, is_stale_nan};
 use super::{aggregate, binary, functions};
 use crate::error::{Error, Result};
 use crate::selector::selector_matchers;
@@ -133,6 +134,8 @@ pub(super) struct Ctx<'a> {
     /// The query's step in ms (0 for instant queries), for `step()`.
     pub(super) query_step: i64,
     deadline: Option<Instant>,
+    /// Warnings and infos raised so far.
+    annos: RefCell<Annotations>,
 }
 
 pub(super) fn exec(msg: impl Into<String>) -> Error {
@@ -235,6 +238,27 @@ impl Engine {
         expr: &Expr,
         t_ms: i64,
     ) -> Result<Value> {
+        Ok(self.instant_expr_annotated(src, expr, t_ms).await?.0)
+    }
+
+    /// Like [`Engine::instant`], also returning the warnings and infos Prometheus would attach.
+    pub async fn instant_annotated<S: SeriesSource>(
+        &self,
+        src: &S,
+        query: &str,
+        t_ms: i64,
+    ) -> Result<(Value, Annotations)> {
+        let expr = parse(query)?;
+        self.instant_expr_annotated(src, &expr, t_ms).await
+    }
+
+    /// Like [`Engine::instant_expr`], also returning the warnings and infos.
+    pub async fn instant_expr_annotated<S: SeriesSource>(
+        &self,
+        src: &S,
+        expr: &Expr,
+        t_ms: i64,
+    ) -> Result<(Value, Annotations)> {
         let grid = Grid {
             start: t_ms,
             end: t_ms,
@@ -242,7 +266,8 @@ impl Engine {
         };
         let ctx = self.prepare(src, expr, grid, 0).await?;
         let val = ctx.eval(expr, grid)?;
-        ctx.finish_instant(val, t_ms)
+        let v = ctx.finish_instant(val, t_ms)?;
+        Ok((v, ctx.annos.into_inner()))
     }
 
     /// Evaluates `query` at `start, start+step, …, end` (ms) into a matrix.
@@ -267,6 +292,35 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value> {
+        Ok(self
+            .range_expr_annotated(src, expr, start_ms, end_ms, step_ms)
+            .await?
+            .0)
+    }
+
+    /// Like [`Engine::range`], also returning the warnings and infos Prometheus would attach.
+    pub async fn range_annotated<S: SeriesSource>(
+        &self,
+        src: &S,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<(Value, Annotations)> {
+        let expr = parse(query)?;
+        self.range_expr_annotated(src, &expr, start_ms, end_ms, step_ms)
+            .await
+    }
+
+    /// Like [`Engine::range_expr`], also returning the warnings and infos.
+    pub async fn range_expr_annotated<S: SeriesSource>(
+        &self,
+        src: &S,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<(Value, Annotations)> {
         if step_ms <= 0 {
             return Err(Error::BadParam {
                 param: "step",
@@ -291,7 +345,8 @@ impl Engine {
         }
         let ctx = self.prepare(src, expr, grid, step_ms).await?;
         let val = ctx.eval(expr, grid)?;
-        ctx.finish_range(val, grid)
+        let v = ctx.finish_range(val, grid)?;
+        Ok((v, ctx.annos.into_inner()))
     }
 
     /// Reads every selector's series once, for the whole span the query needs from it.
@@ -309,6 +364,7 @@ impl Engine {
             query_end: grid.end,
             query_step,
             deadline: self.opts.timeout.map(|d| Instant::now() + d),
+            annos: RefCell::new(Annotations::default()),
         };
         let mut wanted: Vec<Fetch> = Vec::new();
         ctx.plan(expr, grid.start, grid.end, &mut wanted)?;
@@ -363,6 +419,20 @@ pub(super) fn parse(query: &str) -> Result<Expr> {
 }
 
 impl Ctx<'_> {
+    /// Raises a warning (full Prometheus text after `PromQL warning: `).
+    pub(super) fn warn(&self, msg: impl AsRef<str>) {
+        self.annos
+            .borrow_mut()
+            .warn(format!("PromQL warning: {}", msg.as_ref()));
+    }
+
+    /// Raises an info (full Prometheus text after `PromQL info: `).
+    pub(super) fn info(&self, msg: impl AsRef<str>) {
+        self.annos
+            .borrow_mut()
+            .info(format!("PromQL info: {}", msg.as_ref()));
+    }
+
     fn check_deadline(&self) -> Result<()> {
         match self.deadline {
             Some(d) if Instant::now() > d => Err(Error::Timeout("query evaluation")),

@@ -7,7 +7,7 @@ use fleetgate_store::{Label, Labels};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
-use super::aggregate::{Acc, quantile};
+use super::aggregate::{Acc, fmt_float, quantile};
 use super::engine::{Ctx, Grid, Merger, RangeVal, Ser, Val, exec, info_key};
 use crate::error::Result;
 
@@ -182,7 +182,7 @@ pub(super) fn eval(ctx: &Ctx<'_>, call: &Call, grid: Grid) -> Result<Val> {
                 .collect(),
         ));
     }
-    instant_function(name, args, grid)
+    instant_function(ctx, name, args, grid)
 }
 
 fn store_matcher(m: &promql_parser::label::Matcher) -> Result<Matcher> {
@@ -450,7 +450,7 @@ fn time_part(name: &str, secs: f64) -> f64 {
     }
 }
 
-fn instant_function(name: &str, mut args: Vec<Val>, grid: Grid) -> Result<Val> {
+fn instant_function(ctx: &Ctx<'_>, name: &str, mut args: Vec<Val>, grid: Grid) -> Result<Val> {
     let n = grid.n();
     if let Some(f) = simple_math(name) {
         return Ok(Val::Vector(map_values(
@@ -556,6 +556,7 @@ fn instant_function(name: &str, mut args: Vec<Val>, grid: Grid) -> Result<Val> {
             ))
         }
         "sort" | "sort_desc" => {
+            sort_in_range_warning(ctx);
             let mut s = vector_arg(args.remove(0))?;
             if n == 1 {
                 let desc = name == "sort_desc";
@@ -573,6 +574,7 @@ fn instant_function(name: &str, mut args: Vec<Val>, grid: Grid) -> Result<Val> {
             Ok(Val::Vector(s))
         }
         "sort_by_label" | "sort_by_label_desc" => {
+            sort_in_range_warning(ctx);
             let names: Vec<String> = args[1..].iter().map(str_arg).collect::<Result<_>>()?;
             let mut s = vector_arg(args.remove(0))?;
             s.sort_by(|a, b| {
@@ -656,7 +658,7 @@ fn instant_function(name: &str, mut args: Vec<Val>, grid: Grid) -> Result<Val> {
         "histogram_quantile" => {
             let q = scalar_arg(&args[0], "histogram_quantile")?;
             let s = vector_arg(args.remove(1))?;
-            Ok(Val::Vector(histogram_quantile(&q, &s, n)))
+            Ok(Val::Vector(histogram_quantile(ctx, &q, &s, n)))
         }
         "histogram_quantiles" => {
             let label = str_arg(&args[1])?;
@@ -667,7 +669,7 @@ fn instant_function(name: &str, mut args: Vec<Val>, grid: Grid) -> Result<Val> {
             let s = vector_arg(args.remove(0))?;
             let mut out = Vec::new();
             for q in &qs {
-                for mut r in histogram_quantile(q, &s, n) {
+                for mut r in histogram_quantile(ctx, q, &s, n) {
                     if r.labels.get(&label).is_some() {
                         return Err(exec(format!(
                             "label {label:?} already present in histogram_quantiles() input"
@@ -758,19 +760,46 @@ fn set_label(labels: &Labels, name: &str, value: &str) -> Labels {
     Labels::from_pairs(pairs.into_iter().map(|l| (l.name, l.value)))
 }
 
-fn histogram_quantile(q: &[f64], series: &[Ser], n: usize) -> Vec<Ser> {
+/// Prometheus's warning for a quantile outside `[0, 1]`.
+pub(super) fn check_quantile(ctx: &Ctx<'_>, q: f64) {
+    if q.is_nan() || !(0.0..=1.0).contains(&q) {
+        ctx.warn(format!(
+            "quantile value should be between 0 and 1, got {}",
+            fmt_float(q)
+        ));
+    }
+}
+
+/// Prometheus warns when `sort*` is used in a range query (its order is lost).
+fn sort_in_range_warning(ctx: &Ctx<'_>) {
+    if ctx.query_start != ctx.query_end {
+        ctx.warn(
+            "sort is ineffective for range queries since results are always ordered by labels",
+        );
+    }
+}
+
+fn histogram_quantile(ctx: &Ctx<'_>, q: &[f64], series: &[Ser], n: usize) -> Vec<Ser> {
+    for &qi in q {
+        check_quantile(ctx, qi);
+    }
     let mut groups: HashMap<Labels, Vec<(f64, usize)>> = HashMap::new();
     let mut order: Vec<Labels> = Vec::new();
     for (j, s) in series.iter().enumerate() {
-        let Some(le) = s.labels.get("le") else {
-            continue;
-        };
+        let le = s.labels.get("le").unwrap_or("");
         let ub = match le.trim() {
-            "+Inf" | "Inf" | "+inf" | "inf" => f64::INFINITY,
-            other => match other.parse::<f64>() {
-                Ok(v) => v,
-                Err(_) => continue,
-            },
+            "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+            other => other.parse::<f64>().ok(),
+        };
+        let Some(ub) = ub else {
+            if s.vals.iter().any(Option::is_some) {
+                ctx.warn(format!(
+                    "bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                    le,
+                    s.labels.metric_name()
+                ));
+            }
+            continue;
         };
         let g = Labels::from_sorted(
             s.labels
@@ -801,7 +830,14 @@ fn histogram_quantile(q: &[f64], series: &[Ser], n: usize) -> Vec<Ser> {
             if buckets.is_empty() {
                 continue;
             }
-            *slot = Some(bucket_quantile(q[i], &mut buckets));
+            let (v, forced) = bucket_quantile(q[i], &mut buckets);
+            if forced {
+                ctx.info(format!(
+                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                    series[members[0].1].labels.metric_name()
+                ));
+            }
+            *slot = Some(v);
         }
         if vals.iter().any(Option::is_some) {
             out.push(Ser {
@@ -815,19 +851,20 @@ fn histogram_quantile(q: &[f64], series: &[Ser], n: usize) -> Vec<Ser> {
 }
 
 /// Prometheus's `bucketQuantile` over classic `(upper bound, cumulative count)` buckets.
-fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
+    let mut forced = false;
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, forced);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, forced);
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     // coalesce equal bounds
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
@@ -843,23 +880,27 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         if b.1 > max {
             max = b.1;
         } else if b.1 < max {
+            // like Prometheus, tiny float differences are fixed silently
+            if (max - b.1) > 1e-12 * (max.abs() + b.1.abs()) {
+                forced = true;
+            }
             b.1 = max;
         }
     }
     if merged.len() < 2 {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let total = merged[merged.len() - 1].1;
     if total == 0.0 || total.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let mut rank = q * total;
     let b = merged[..merged.len() - 1].partition_point(|x| x.1 < rank);
     if b == merged.len() - 1 {
-        return merged[merged.len() - 2].0;
+        return (merged[merged.len() - 2].0, forced);
     }
     if b == 0 && merged[0].0 <= 0.0 {
-        return merged[0].0;
+        return (merged[0].0, forced);
     }
     let (mut start, end, mut count) = (0.0, merged[b].0, merged[b].1);
     if b > 0 {
@@ -867,7 +908,7 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         count -= merged[b - 1].1;
         rank -= merged[b - 1].1;
     }
-    start + (end - start) * (rank / count)
+    (start + (end - start) * (rank / count), forced)
 }
 
 /// Prometheus's `extrapolatedRate` (rate/increase/delta).
@@ -1035,8 +1076,23 @@ fn range_function(
                 };
                 range_value(name, &w, p)
             };
+            if v.is_some() && name == "quantile_over_time" {
+                check_quantile(ctx, p);
+            }
             any |= v.is_some();
             vals.push(v);
+        }
+        if any && matches!(name, "rate" | "increase") {
+            let metric = s.labels.metric_name();
+            if !metric.is_empty()
+                && !["_total", "_sum", "_count", "_bucket"]
+                    .iter()
+                    .any(|sfx| metric.ends_with(sfx))
+            {
+                ctx.info(format!(
+                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+                ));
+            }
         }
         if any {
             out.push(Ser {

@@ -15,6 +15,40 @@ pub fn stale_nan() -> f64 {
     f64::from_bits(STALE_NAN_BITS)
 }
 
+/// Warnings and infos collected while evaluating a query (Prometheus's annotations), each once,
+/// in the order first raised. The texts are Prometheus's, including the `PromQL warning: ` /
+/// `PromQL info: ` prefix, but without the `(line:col)` position Prometheus appends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// Warnings: the result may be wrong or incomplete (e.g. a quantile outside [0, 1]).
+    pub warnings: Vec<String>,
+    /// Infos: the query may not do what was meant (e.g. `rate` of a name that is not a counter's).
+    pub infos: Vec<String>,
+}
+
+impl Annotations {
+    /// Adds a warning unless already present.
+    pub fn warn(&mut self, msg: impl Into<String>) {
+        let m = msg.into();
+        if !self.warnings.contains(&m) {
+            self.warnings.push(m);
+        }
+    }
+
+    /// Adds an info unless already present.
+    pub fn info(&mut self, msg: impl Into<String>) {
+        let m = msg.into();
+        if !self.infos.contains(&m) {
+            self.infos.push(m);
+        }
+    }
+
+    /// True when there is neither a warning nor an info.
+    pub fn is_empty(&self) -> bool {
+        self.warnings.is_empty() && self.infos.is_empty()
+    }
+}
+
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

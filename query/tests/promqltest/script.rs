@@ -27,6 +27,69 @@ pub(super) struct Expect {
     pub(super) series: Vec<SeriesLine>,
     /// Expected output mentions native histograms.
     pub(super) histogram: bool,
+    /// `expect warn|info [msg: …|regex: …]` lines.
+    pub(super) annos: Vec<AnnoExpect>,
+    /// `expect no_warn`.
+    pub(super) no_warn: bool,
+    /// `expect no_info`.
+    pub(super) no_info: bool,
+}
+
+/// Whether an annotation is a warning or an info.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AnnoKind {
+    Warn,
+    Info,
+}
+
+/// How an expected annotation's text is matched.
+#[derive(Debug, Clone)]
+pub(super) enum AnnoText {
+    /// Any annotation of the kind.
+    Any,
+    /// Exactly this text (Prometheus's `(line:col)` suffix removed).
+    Msg(String),
+    /// Matches this regex (unanchored; a trailing position pattern removed).
+    Regex(regex::Regex),
+}
+
+/// One `expect warn|info` line.
+#[derive(Debug, Clone)]
+pub(super) struct AnnoExpect {
+    pub(super) kind: AnnoKind,
+    pub(super) text: AnnoText,
+}
+
+impl AnnoExpect {
+    /// Whether `msg` (an engine annotation, without position) satisfies this expectation.
+    pub(super) fn matches(&self, msg: &str) -> bool {
+        match &self.text {
+            AnnoText::Any => true,
+            AnnoText::Msg(m) => m == msg,
+            AnnoText::Regex(r) => r.is_match(msg),
+        }
+    }
+}
+
+/// Parses the rest of an `expect warn|info` line: nothing, `msg: <text>` or `regex: <re>`.
+fn parse_anno(kind: AnnoKind, rest: &str) -> Result<AnnoExpect, String> {
+    let rest = rest.trim();
+    let text = if let Some(m) = rest.strip_prefix("msg:") {
+        let m = m.trim();
+        let pos = regex::Regex::new(r"\s*\(\d+:\d+\)$").map_err(|e| e.to_string())?;
+        AnnoText::Msg(pos.replace(m, "").into_owned())
+    } else if let Some(r) = rest.strip_prefix("regex:") {
+        let r = r.trim();
+        // drop a trailing position pattern such as ` \(1:21\)` or ` \([0-9]+:[0-9]+\)`
+        let r = match r.rfind("\\(") {
+            Some(i) if r.ends_with("\\)") => r[..i].trim_end(),
+            _ => r,
+        };
+        AnnoText::Regex(regex::Regex::new(r).map_err(|e| format!("bad regex {r:?}: {e}"))?)
+    } else {
+        AnnoText::Any
+    };
+    Ok(AnnoExpect { kind, text })
 }
 
 /// The time(s) of an eval.
@@ -363,6 +426,14 @@ pub(super) fn parse_script(text: &str) -> Result<Vec<Command>, String> {
                 match modifier {
                     "fail" => expect.fail = true,
                     "ordered" => expect.ordered = true,
+                    "warn" => expect.annos.push(AnnoExpect {
+                        kind: AnnoKind::Warn,
+                        text: AnnoText::Any,
+                    }),
+                    "info" => expect.annos.push(AnnoExpect {
+                        kind: AnnoKind::Info,
+                        text: AnnoText::Any,
+                    }),
                     _ => {}
                 }
                 let rest = line[w.len()..].trim_start();
@@ -390,6 +461,19 @@ pub(super) fn parse_script(text: &str) -> Result<Vec<Command>, String> {
                         match kind {
                             "fail" => expect.fail = true,
                             "ordered" => expect.ordered = true,
+                            "warn" | "info" => {
+                                let k = if kind == "warn" {
+                                    AnnoKind::Warn
+                                } else {
+                                    AnnoKind::Info
+                                };
+                                expect.annos.push(
+                                    parse_anno(k, &r[kind.len()..])
+                                        .map_err(|e| format!("line {lineno}: {e}"))?,
+                                );
+                            }
+                            "no_warn" => expect.no_warn = true,
+                            "no_info" => expect.no_info = true,
                             "string" => {
                                 let s = r["string".len()..].trim();
                                 expect.string =

@@ -284,3 +284,45 @@ fn repeated_selector_is_read_once() {
     let (n, _) = count("rate(c[5m]) / rate(c[1m])");
     assert_eq!(n, 2);
 }
+
+fn annos(q: &str, t: i64, range: bool) -> Annotations {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let e = Engine::default();
+    let r = if range {
+        rt.block_on(e.range_annotated(&src(), q, 0, t, 60_000))
+    } else {
+        rt.block_on(e.instant_annotated(&src(), q, t))
+    };
+    r.unwrap().1
+}
+
+#[test]
+fn annotations_are_collected_once_without_position() {
+    let a = annos("rate(c[5m]) + rate(c[5m])", 300_000, false);
+    assert_eq!(
+        a.infos,
+        vec![
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"c\""
+                .to_string()
+        ]
+    );
+    assert!(a.warnings.is_empty());
+    let a = annos("quantile(1.5, x)", 0, false);
+    assert_eq!(
+        a.warnings,
+        vec!["PromQL warning: quantile value should be between 0 and 1, got 1.5".to_string()]
+    );
+    let a = annos("limit_ratio(-1.1, x)", 0, false);
+    assert_eq!(
+        a.warnings,
+        vec![
+            "PromQL warning: ratio value should be between -1 and 1, got -1.1, capping to -1"
+                .to_string()
+        ]
+    );
+    assert!(annos("sort(x)", 0, false).is_empty());
+    assert_eq!(annos("sort(x)", 120_000, true).warnings.len(), 1);
+    assert!(annos("delta(c[5m])", 300_000, false).is_empty());
+}
