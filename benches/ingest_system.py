@@ -15,58 +15,25 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+from common import cpu_seconds, dir_bytes, free_port, replay, rss_bytes, wait_http
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TICK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TICK
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
-def dir_bytes(path):
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
-    return total
 
 
-def wait_http(url, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit(f"timeout waiting for {url}")
 
 
 def run(cmd, **kw):
@@ -74,17 +41,6 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def replay(fg, rec_dir, url, concurrency):
-    t = time.time()
-    out = subprocess.run(
-        [fg, "simulate", "--replay-dir", rec_dir, "--url", url, "--concurrency", str(concurrency)],
-        check=True, capture_output=True, text=True)
-    wall = time.time() - t
-    summary = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("{"):
-            summary = json.loads(line)
-    return wall, summary
 
 
 def main():

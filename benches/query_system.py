@@ -22,8 +22,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,8 +30,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from common import cpu_seconds, free_port, rss_bytes, wait_http
+from common import replay as common_replay
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TICK = os.sysconf("SC_CLK_TCK")
 SCRAPE_MS = 15_000
 
 # (id, query, needs the cluster label)
@@ -49,24 +49,10 @@ QUERIES = [
 ]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TICK
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def mem_total():
@@ -77,16 +63,6 @@ def mem_total():
     return 0
 
 
-def wait_http(url, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit(f"timeout waiting for {url}")
 
 
 def run(cmd, **kw):
@@ -102,19 +78,7 @@ def log(msg):
 
 
 def replay(fg, rec_dir, url, concurrency):
-    t = time.time()
-    out = subprocess.run(
-        [fg, "simulate", "--replay-dir", rec_dir, "--url", url, "--concurrency", str(concurrency)],
-        capture_output=True, text=True)
-    wall = time.time() - t
-    summary = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("{"):
-            summary = json.loads(line)
-    if out.returncode != 0:
-        log(f"replay to {url} exited {out.returncode}: {out.stderr.strip()[-500:]}")
-        summary.setdefault("errors", -1)
-    return wall, summary
+    return common_replay(fg, rec_dir, url, concurrency, on_error=log)
 
 
 def split_by_cluster(rec, out_dir):

@@ -238,35 +238,62 @@ fn truncate<T>(v: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
     }
 }
 
+/// `start`, `end` (defaults: all time) and `limit` of the metadata endpoints.
+fn range_and_limit(p: &Params) -> Result<(i64, i64, usize), ApiErr> {
+    Ok((
+        p.time("start", MIN_TIME)?,
+        p.time("end", MAX_TIME)?,
+        p.limit()?,
+    ))
+}
+
+/// A sorted, de-duplicated, limited list of strings: from the whole catalog when there is no
+/// `match[]`, else from the label sets of the matching series with samples in the range.
+async fn label_strings(
+    st: &AppState,
+    p: &Params,
+    from_catalog: impl FnOnce(&fleetgate_store::Store) -> Vec<String>,
+    from_series: impl Fn(&Labels) -> Vec<String>,
+) -> Result<Response, ApiErr> {
+    let (start, end, limit) = range_and_limit(p)?;
+    let selectors = p.all("match[]");
+    let set: BTreeSet<String> = if selectors.is_empty() {
+        let core = st.core.get().ok_or_else(|| {
+            ApiErr::new(ErrorType::Unavailable, "replaying the WAL; not ready yet")
+        })?;
+        from_catalog(&core.store).into_iter().collect()
+    } else {
+        let found = matching_series(st, &selectors, start, end).await?;
+        found.iter().flat_map(&from_series).collect()
+    };
+    let mut list: Vec<String> = set.into_iter().collect();
+    let mut warnings = Vec::new();
+    truncate(&mut list, limit, &mut warnings);
+    Ok(api_success(json!(list), &warnings))
+}
+
 /// GET/POST `/api/v1/series`.
 pub(crate) async fn series(
     State(st): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiErr> {
     let p = Params::parse(q.as_deref(), &body);
     let selectors = p.all("match[]");
     if selectors.is_empty() {
-        return api_error(ErrorType::BadData, "no match[] parameter provided");
+        return Err(ApiErr::new(
+            ErrorType::BadData,
+            "no match[] parameter provided",
+        ));
     }
-    let (start, end, limit) = match (
-        p.time("start", MIN_TIME),
-        p.time("end", MAX_TIME),
-        p.limit(),
-    ) {
-        (Ok(s), Ok(e), Ok(l)) => (s, e, l),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into_response(),
-    };
-    let mut found = match matching_series(&st, &selectors, start, end).await {
-        Ok(f) => f,
-        Err(r) => return r.into_response(),
-    };
+    let (start, end, limit) = range_and_limit(&p)?;
+    let mut found = matching_series(&st, &selectors, start, end).await?;
     let mut warnings = Vec::new();
     truncate(&mut found, limit, &mut warnings);
-    api_success(
+    Ok(api_success(
         Value::Array(found.iter().map(labels_json).collect()),
         &warnings,
-    )
+    ))
 }
 
 /// GET/POST `/api/v1/labels`.
@@ -274,38 +301,15 @@ pub(crate) async fn labels(
     State(st): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiErr> {
     let p = Params::parse(q.as_deref(), &body);
-    let (start, end, limit) = match (
-        p.time("start", MIN_TIME),
-        p.time("end", MAX_TIME),
-        p.limit(),
-    ) {
-        (Ok(s), Ok(e), Ok(l)) => (s, e, l),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into_response(),
-    };
-    let selectors = p.all("match[]");
-    let mut names: Vec<String> = if selectors.is_empty() {
-        match st.core.get() {
-            Some(core) => core.store.label_names(),
-            None => return api_error(ErrorType::Unavailable, "replaying the WAL; not ready yet"),
-        }
-    } else {
-        match matching_series(&st, &selectors, start, end).await {
-            Ok(found) => {
-                let set: BTreeSet<String> = found
-                    .iter()
-                    .flat_map(|l| l.iter().map(|x| x.name.to_string()))
-                    .collect();
-                set.into_iter().collect()
-            }
-            Err(r) => return r.into_response(),
-        }
-    };
-    names.sort();
-    let mut warnings = Vec::new();
-    truncate(&mut names, limit, &mut warnings);
-    api_success(json!(names), &warnings)
+    label_strings(
+        &st,
+        &p,
+        |store| store.label_names(),
+        |l| l.iter().map(|x| x.name.to_string()).collect(),
+    )
+    .await
 }
 
 /// GET `/api/v1/label/<name>/values`.
@@ -313,39 +317,16 @@ pub(crate) async fn label_values(
     State(st): State<Arc<AppState>>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-) -> Response {
+) -> Result<Response, ApiErr> {
     let p = Params::parse(q.as_deref(), &[]);
     let name = unescape_name(&name);
-    let (start, end, limit) = match (
-        p.time("start", MIN_TIME),
-        p.time("end", MAX_TIME),
-        p.limit(),
-    ) {
-        (Ok(s), Ok(e), Ok(l)) => (s, e, l),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into_response(),
-    };
-    let selectors = p.all("match[]");
-    let mut values: Vec<String> = if selectors.is_empty() {
-        match st.core.get() {
-            Some(core) => core.store.label_values(&name),
-            None => return api_error(ErrorType::Unavailable, "replaying the WAL; not ready yet"),
-        }
-    } else {
-        match matching_series(&st, &selectors, start, end).await {
-            Ok(found) => {
-                let set: BTreeSet<String> = found
-                    .iter()
-                    .filter_map(|l| l.get(&name).map(str::to_string))
-                    .collect();
-                set.into_iter().collect()
-            }
-            Err(r) => return r.into_response(),
-        }
-    };
-    values.sort();
-    let mut warnings = Vec::new();
-    truncate(&mut values, limit, &mut warnings);
-    api_success(json!(values), &warnings)
+    label_strings(
+        &st,
+        &p,
+        |store| store.label_values(&name),
+        |l| l.get(&name).map(str::to_string).into_iter().collect(),
+    )
+    .await
 }
 
 /// Prometheus's `model.UnescapeName` for names escaped as `U__…` (`__` is `_`, `_<hex>_` a code point).
