@@ -74,3 +74,39 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_maps_to_spec_statuses() {
+        let over = ApiError::from(fleetgate_ingest::Error::Overloaded("memtable full".into()));
+        let resp = over.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        let big = ApiError::from(fleetgate_ingest::Error::TooLarge {
+            limit: 1,
+            actual: 2,
+        });
+        assert_eq!(big.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let bad = ApiError::from(fleetgate_ingest::Error::Protobuf {
+            offset: 3,
+            reason: "truncated".into(),
+        });
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.message.contains("truncated"));
+        let internal = ApiError::from(fleetgate_ingest::Error::Store(fleetgate_store::Error::Io {
+            op: "write",
+            path: "/secret/wal".into(),
+            source: std::io::Error::other("disk on fire"),
+        }));
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!internal.message.contains("secret"), "5xx hides internals");
+    }
+}
