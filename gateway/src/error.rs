@@ -56,11 +56,32 @@ impl From<fleetgate_ingest::Error> for ApiError {
                 Self::client(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
             }
             ErrorKind::Overloaded => {
-                tracing::warn!(error = %e, "refusing write: over budget");
+                log_overload(&e);
                 Self::unavailable(format!("{e}; retry later"))
             }
             ErrorKind::Internal => Self::internal(&e),
         }
+    }
+}
+
+/// One log line per 10 s of refused writes (a burst), with the count, instead of one per request.
+fn log_overload(e: &fleetgate_ingest::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_LOG_SECS: AtomicU64 = AtomicU64::new(0);
+    let n = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST_LOG_SECS.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_LOG_SECS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        REFUSED.store(0, Ordering::Relaxed);
+        tracing::warn!(error = %e, refused_requests = n, "refusing writes: over budget (503 + Retry-After)");
     }
 }
 
