@@ -38,8 +38,9 @@ pub(crate) fn hour_of(ts: i64) -> i64 {
     ts.div_euclid(HOUR_MS) * HOUR_MS
 }
 
-/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// (year, month, day) of a day count since 1970-01-01, proleptic Gregorian (H. Hinnant's
+/// algorithm). Used for partition paths and by the query engine's date functions.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
