@@ -90,13 +90,10 @@ async fn run(st: &AppState, form: &[u8]) -> Response {
     }
 }
 
-/// The Prometheus staleness marker.
-pub(crate) const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
 /// A sample value in JSON: numbers as numbers; `"NaN"`, `"+Inf"`, `"-Inf"` as strings, and the
 /// staleness marker as `"stale"`.
 fn json_value(v: f64) -> String {
-    if v.to_bits() == STALE_NAN_BITS {
+    if fleetgate_query::promql::is_stale_nan(v) {
         "\"stale\"".into()
     } else if v.is_nan() {
         "\"NaN\"".into()

@@ -543,9 +543,7 @@ pub(crate) fn encode_value(v: &QueryValue) -> String {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str("{\"metric\":");
-                out.push_str(&labels_json(&s.labels).to_string());
-                out.push_str(",\"value\":[");
+                push_series_head(&mut out, &s.labels, "value");
                 push_ts(&mut out, s.t_ms);
                 out.push(',');
                 push_float(&mut out, s.value);
@@ -559,9 +557,7 @@ pub(crate) fn encode_value(v: &QueryValue) -> String {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str("{\"metric\":");
-                out.push_str(&labels_json(&s.labels).to_string());
-                out.push_str(",\"values\":[");
+                push_series_head(&mut out, &s.labels, "values");
                 for (j, (t, v)) in s.points.iter().enumerate() {
                     if j > 0 {
                         out.push(',');
@@ -579,6 +575,15 @@ pub(crate) fn encode_value(v: &QueryValue) -> String {
     }
     out.push('}');
     out
+}
+
+/// `{"metric":{…},"<key>":[` — the opening of a vector or matrix element.
+fn push_series_head(out: &mut String, labels: &Labels, key: &str) {
+    out.push_str("{\"metric\":");
+    out.push_str(&labels_json(labels).to_string());
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":[");
 }
 
 /// Seconds with the milliseconds as a fraction, as Prometheus's `MarshalTimestamp` writes them.

@@ -11,7 +11,7 @@ mod workload;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -98,12 +98,6 @@ pub(crate) struct SimulateArgs {
     pub(crate) replay_dir: Option<PathBuf>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Runs the simulator (or a replay) to the end; fails if any request ended in error.
 pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
@@ -132,7 +126,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         scrape_interval_ms: interval_ms,
         churn_per_hour: args.churn,
-        start_ms: args.start_ms.unwrap_or_else(now_ms),
+        start_ms: args.start_ms.unwrap_or_else(crate::http::now_ms),
     };
     let backfill_ticks = (args.backfill_hours * 3_600_000.0 / interval_ms as f64).round() as u64;
     let live_ticks = (args.duration.as_millis() as u64).div_ceil(interval_ms as u64);

@@ -10,7 +10,7 @@ use super::encode::{Payload, RequestBuilder, encode_labels};
 use super::rng::{Rng, mix};
 
 /// Prometheus' staleness marker (`value.StaleNaN`).
-pub(crate) const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+pub(crate) const STALE_NAN: u64 = fleetgate_query::promql::STALE_NAN_BITS;
 
 /// Characters Kubernetes uses for generated name suffixes.
 const K8S_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
