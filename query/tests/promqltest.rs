@@ -27,8 +27,7 @@ struct FileReport {
     skipped: BTreeMap<String, usize>,
     failures: Vec<String>,
     /// Evals whose values matched but whose annotations did not. They count as failures, except
-    /// (report-only: they pass and are listed) in files of [`ANNOTATION_REPORT_ONLY`] and when the
-    /// loaded data had native-histogram series the runner could not load.
+    /// (report-only: they pass and are listed) in files of [`ANNOTATION_REPORT_ONLY`].
     anno_mismatches: usize,
 }
 
@@ -139,10 +138,61 @@ const NATIVE_ONLY_FUNCS: &[&str] = &[
     "histogram_stdvar",
 ];
 
+/// Every vector selector of `e` (including those inside range selectors and subqueries).
+fn selectors<'a>(e: &'a Expr, out: &mut Vec<&'a parser::VectorSelector>) {
+    match e {
+        Expr::VectorSelector(vs) => out.push(vs),
+        Expr::MatrixSelector(ms) => out.push(&ms.vs),
+        Expr::Subquery(sq) => selectors(&sq.expr, out),
+        Expr::Aggregate(a) => {
+            selectors(&a.expr, out);
+            if let Some(p) = &a.param {
+                selectors(p, out);
+            }
+        }
+        Expr::Unary(u) => selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, out);
+            selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => selectors(&p.expr, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// Whether a selector of `expr` matches one of the native-histogram series of the loaded data
+/// (which the runner does not load): such an eval uses native histograms, so it is tier 2.
+fn selects_native_histograms(expr: &str, nh_series: &[Labels]) -> bool {
+    if nh_series.is_empty() {
+        return false;
+    }
+    let Ok(parsed) = parser::parse(expr) else {
+        return false;
+    };
+    let mut vss = Vec::new();
+    selectors(&parsed, &mut vss);
+    vss.into_iter().any(|vs| {
+        let mut bare = vs.clone();
+        bare.offset = None;
+        bare.at = None;
+        let Ok(groups) = fleetgate_query::selector::parse_selector(&bare.to_string()) else {
+            return false;
+        };
+        nh_series.iter().any(|l| {
+            groups.iter().any(|g| {
+                g.iter()
+                    .all(|m| m.matches_value(l.get(&m.name).unwrap_or_default()))
+            })
+        })
+    })
+}
+
 /// Why an eval is skipped, or `None` to run it.
 fn skip_reason(
     expr: &str,
     expect: &Expect,
+    nh_series: &[Labels],
     nh_names: &[String],
     nhcb_names: &[String],
     st_names: &[String],
@@ -163,7 +213,7 @@ fn skip_reason(
             !ident(before) && !ident(after)
         })
     };
-    if nh_names.iter().any(|n| mentions(n)) {
+    if nh_names.iter().any(|n| mentions(n)) || selects_native_histograms(expr, nh_series) {
         return Some("native histogram data".into());
     }
     // load_with_nhcb also loads the classic series (evals on those run); the NHCB copies are
@@ -525,6 +575,7 @@ async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileR
     let cmds = parse_script(&text)?;
     let mut src = Data::new(use_store).await?;
     let mut nh_names: Vec<String> = Vec::new();
+    let mut nh_series: Vec<Labels> = Vec::new();
     let mut nhcb_names: Vec<String> = Vec::new();
     let mut st_metric_names: Vec<String> = Vec::new();
     let mut rep = FileReport::default();
@@ -539,6 +590,7 @@ async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileR
                 }
                 src = Data::new(use_store).await?;
                 nh_names.clear();
+                nh_series.clear();
                 nhcb_names.clear();
                 st_metric_names.clear();
             }
@@ -557,6 +609,7 @@ async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileR
                     }
                     if s.histogram {
                         nh_names.push(s.labels.metric_name().to_string());
+                        nh_series.push(s.labels);
                         continue;
                     }
                     let pts: Vec<(i64, f64)> = s
@@ -578,9 +631,14 @@ async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileR
                 at,
                 expect,
             } => {
-                if let Some(reason) =
-                    skip_reason(&expr, &expect, &nh_names, &nhcb_names, &st_metric_names)
-                {
+                if let Some(reason) = skip_reason(
+                    &expr,
+                    &expect,
+                    &nh_series,
+                    &nh_names,
+                    &nhcb_names,
+                    &st_metric_names,
+                ) {
                     *rep.skipped.entry(reason).or_default() += 1;
                     continue;
                 }
@@ -594,16 +652,10 @@ async fn run_file(engine: &Engine, path: &Path, use_store: bool) -> Result<FileR
                     Ok(()) => rep.passed += 1,
                     Err(e) if e.starts_with(ANNO_MISMATCH) => {
                         rep.anno_mismatches += 1;
-                        // native-histogram samples were not loaded, so annotations about them
-                        // (e.g. "ignored histograms") cannot appear: report, don't fail
-                        let lenient = report_only || !nh_names.is_empty();
+                        let lenient = report_only;
                         rep.failures.push(format!(
                             "line {line}: {expr}\n      {e}{}",
-                            if lenient {
-                                " (report-only: histogram samples of this data were not loaded)"
-                            } else {
-                                ""
-                            }
+                            if lenient { " (report-only file)" } else { "" }
                         ));
                         if lenient {
                             rep.passed += 1;
