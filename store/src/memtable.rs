@@ -35,6 +35,9 @@ pub(crate) struct Memtable {
     pub(crate) max_ts: i64,
     /// Generation: the n-th memtable since open (identifies it across freeze).
     pub(crate) generation: u64,
+    /// Some series received a sample older than its newest (its vectors are not sorted by
+    /// time); while false, reads find a time range by binary search.
+    out_of_order: bool,
 }
 
 impl Memtable {
@@ -57,6 +60,7 @@ impl Memtable {
             self.vec_bytes += (buf.ts.capacity() - ct) * size_of::<i64>()
                 + (buf.values.capacity() - cv) * size_of::<f64>();
         }
+        self.out_of_order |= buf.ts.last().is_some_and(|last| *last > ts);
         buf.ts.push(ts);
         buf.values.push(value);
         if self.samples == 0 {
@@ -96,6 +100,17 @@ impl Memtable {
             return;
         }
         if let Some(b) = self.series.get(&series) {
+            if !self.out_of_order {
+                let lo = b.ts.partition_point(|t| *t < start);
+                let hi = b.ts.partition_point(|t| *t <= end).max(lo);
+                out.extend(
+                    b.ts[lo..hi]
+                        .iter()
+                        .copied()
+                        .zip(b.values[lo..hi].iter().copied()),
+                );
+                return;
+            }
             out.extend(
                 b.ts.iter()
                     .zip(&b.values)
@@ -139,6 +154,29 @@ mod tests {
         sort_dedup_last(&mut out);
         assert_eq!(out, vec![(1, 2.0), (2, 4.0), (3, 3.0)]);
         assert_eq!(m.samples(), 4);
+    }
+
+    #[test]
+    fn range_reads_in_order_and_out_of_order() {
+        let mut m = Memtable::default();
+        for t in [10, 20, 20, 30, 40] {
+            m.push(1, t, t as f64);
+        }
+        let mut out = Vec::new();
+        m.collect(1, 20, 30, &mut out);
+        assert_eq!(out, vec![(20, 20.0), (20, 20.0), (30, 30.0)]);
+        out.clear();
+        m.collect(1, 41, 50, &mut out);
+        assert!(out.is_empty());
+        // an older sample for another series switches reads to a filter; results stay the same
+        m.push(2, 5, 1.0);
+        m.push(2, 1, 2.0);
+        out.clear();
+        m.collect(1, 20, 30, &mut out);
+        assert_eq!(out, vec![(20, 20.0), (20, 20.0), (30, 30.0)]);
+        out.clear();
+        m.collect(2, 0, 3, &mut out);
+        assert_eq!(out, vec![(1, 2.0)]);
     }
 
     #[test]

@@ -386,23 +386,38 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut attempt = 0;
-        loop {
+        let samples = loop {
             match self.scan_once(&sel, start_ms, end_ms).await {
                 // A file removed by compaction/retention under our feet: take a fresh snapshot.
                 Err(e) if attempt < 3 && is_not_found(&e) => {
                     attempt += 1;
                 }
-                r => return r,
+                r => break r?,
             }
-        }
+        };
+        Ok(sel
+            .into_iter()
+            .zip(samples)
+            .filter_map(|((id, labels), s)| {
+                let (timestamps, values) = s?;
+                Some(SeriesData {
+                    id,
+                    labels,
+                    timestamps,
+                    values,
+                })
+            })
+            .collect())
     }
 
+    /// The samples of each series of `sel` in `[start, end]` (`None` when it has none), in the
+    /// order of `sel`.
     async fn scan_once(
         &self,
         sel: &[(SeriesId, Labels)],
         start: i64,
         end: i64,
-    ) -> Result<Vec<SeriesData>> {
+    ) -> Result<Vec<Option<(Vec<i64>, Vec<f64>)>>> {
         let mut ids: Vec<SeriesId> = sel.iter().map(|s| s.0).collect();
         ids.sort_unstable();
         let pos = |id: SeriesId| ids.binary_search(&id).ok();
@@ -453,21 +468,13 @@ impl Store {
                 a.extend(part);
             }
         }
-        let mut out = Vec::new();
-        for (id, labels) in sel {
-            let Some(p) = pos(*id) else { continue };
-            let mut s = std::mem::take(&mut acc[p]);
-            if s.is_empty() {
-                continue;
-            }
-            sort_dedup_last(&mut s);
-            let (timestamps, values) = s.into_iter().unzip();
-            out.push(SeriesData {
-                id: *id,
-                labels: labels.clone(),
-                timestamps,
-                values,
-            });
+        let mut out = Vec::with_capacity(sel.len());
+        for (id, _) in sel {
+            let s = pos(*id).map(|p| std::mem::take(&mut acc[p]));
+            out.push(s.filter(|s| !s.is_empty()).map(|mut s| {
+                sort_dedup_last(&mut s);
+                s.into_iter().unzip()
+            }));
         }
         Ok(out)
     }

@@ -1,12 +1,13 @@
 //! Query evaluation: reads each selector once for the whole span, then evaluates the tree over all steps.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fleetgate_store::{Labels, MatchOp, SeriesData};
+use parking_lot::Mutex;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+use rayon::prelude::*;
 
 use super::source::SeriesSource;
 use super::value::{Annotations, Sample, Series, Value, is_stale_nan};
@@ -27,6 +28,9 @@ pub struct EngineOptions {
     pub default_subquery_step_ms: i64,
     /// Deadline for one query.
     pub timeout: Option<Duration>,
+    /// Samples one time chunk of a range query aims to read; range queries are streamed chunk
+    /// by chunk, so this bounds their memory. 0 evaluates the whole span in one pass.
+    pub range_chunk_samples: usize,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +41,7 @@ impl Default for EngineOptions {
             max_points_per_series: 11_000,
             default_subquery_step_ms: 60_000,
             timeout: Some(Duration::from_secs(120)),
+            range_chunk_samples: 4_000_000,
         }
     }
 }
@@ -135,7 +140,9 @@ pub(super) struct Ctx<'a> {
     pub(super) query_step: i64,
     deadline: Option<Instant>,
     /// Warnings and infos raised so far.
-    annos: RefCell<Annotations>,
+    annos: Mutex<Annotations>,
+    /// Samples read for this evaluation (all selectors).
+    loaded: usize,
 }
 
 pub(super) fn exec(msg: impl Into<String>) -> Error {
@@ -196,6 +203,59 @@ fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_millis() as i64,
         Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Fewest series one thread takes in series-parallel loops that evaluate `steps` steps per
+/// series: about 32k evaluations per task, so small queries stay on one thread.
+pub(super) fn par_min_series(steps: usize) -> usize {
+    (32_768 / steps.max(1)).max(16)
+}
+
+/// Span of a range query's first chunk; later chunks are sized from the sample density seen.
+const CHUNK_FIRST_MS: i64 = 3_600_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The last step of the chunk starting at step `first` that spans about `chunk_ms`. Chunks of an
+/// hour or more end just before an hour boundary, the boundary of the store's partitions, so
+/// that each chunk reads whole partition files (the previous chunk's reads are carried over).
+fn chunk_last_step(grid: Grid, first: usize, chunk_ms: i64) -> usize {
+    let n = grid.n();
+    let start = grid.ts(first);
+    let limit = if chunk_ms >= HOUR_MS {
+        let boundary = start.saturating_add(chunk_ms).div_euclid(HOUR_MS) * HOUR_MS;
+        boundary.saturating_sub(1).max(start)
+    } else {
+        start.saturating_add(chunk_ms.max(1) - 1)
+    };
+    let steps = (limit.saturating_sub(start) / grid.step.max(1)) as usize;
+    first.saturating_add(steps).min(n - 1)
+}
+
+/// Folds the matrices of consecutive range-query chunks into one, series by label set.
+#[derive(Debug, Default)]
+struct MatrixMerge {
+    index: HashMap<Labels, usize>,
+    series: Vec<Series>,
+}
+
+impl MatrixMerge {
+    fn push(&mut self, chunk: Vec<Series>) {
+        for s in chunk {
+            match self.index.get(&s.labels) {
+                Some(&i) => self.series[i].points.extend(s.points),
+                None => {
+                    self.index.insert(s.labels.clone(), self.series.len());
+                    self.series.push(s);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Value {
+        self.series
+            .sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+        Value::Matrix(self.series)
     }
 }
 
@@ -264,7 +324,11 @@ impl Engine {
             end: t_ms,
             step: 1,
         };
-        let ctx = self.prepare(src, expr, grid, 0).await?;
+        let deadline = self.opts.timeout.map(|d| Instant::now() + d);
+        let query = Grid { step: 0, ..grid };
+        let ctx = self
+            .prepare(src, expr, grid, query, deadline, &mut Vec::new())
+            .await?;
         let val = ctx.eval(expr, grid)?;
         let v = ctx.finish_instant(val, t_ms)?;
         Ok((v, ctx.annos.into_inner()))
@@ -343,34 +407,88 @@ impl Engine {
                 limit: self.opts.max_points_per_series,
             });
         }
-        let ctx = self.prepare(src, expr, grid, step_ms).await?;
-        let val = ctx.eval(expr, grid)?;
-        let v = ctx.finish_range(val, grid)?;
-        Ok((v, ctx.annos.into_inner()))
+        // Streamed in time chunks: each chunk reads only the samples its steps need, is
+        // evaluated, and is folded into the result before the next is read. Every step of a
+        // range query depends only on data near it (subquery grids are aligned to absolute
+        // time, `@ start()`/`end()` refer to the whole query), so chunks give the same answer
+        // as one pass while bounding memory and the sample limit per chunk, like Prometheus's
+        // per-step peak.
+        let deadline = self.opts.timeout.map(|d| Instant::now() + d);
+        let mut out = MatrixMerge::default();
+        let mut annos = Annotations::default();
+        let one_pass = self.opts.range_chunk_samples == 0;
+        let mut chunk_ms = if one_pass { i64::MAX } else { CHUNK_FIRST_MS };
+        let mut first = 0usize;
+        let mut carry: Vec<Read> = Vec::new();
+        let n = grid.n();
+        while first < n {
+            let last = chunk_last_step(grid, first, chunk_ms);
+            let chunk = Grid {
+                start: grid.ts(first),
+                end: grid.ts(last),
+                step: step_ms,
+            };
+            let ctx = self
+                .prepare(src, expr, chunk, grid, deadline, &mut carry)
+                .await?;
+            let val = ctx.eval(expr, chunk)?;
+            out.push(ctx.finish_range(val, chunk)?);
+            let loaded = ctx.loaded;
+            let chunk_annos = ctx.annos.into_inner();
+            chunk_annos.warnings.into_iter().for_each(|w| annos.warn(w));
+            chunk_annos.infos.into_iter().for_each(|i| annos.info(i));
+            // size the next chunk from this one's sample density
+            let covered = (chunk.end - chunk.start + step_ms).max(1);
+            chunk_ms = if one_pass {
+                i64::MAX
+            } else if loaded == 0 {
+                chunk_ms.saturating_mul(4)
+            } else {
+                let per_ms = loaded as f64 / covered as f64;
+                let ms = (self.opts.range_chunk_samples as f64 / per_ms)
+                    .clamp(1.0, i64::MAX as f64 / 4.0) as i64;
+                // down to half an hour, take whole hours: no partition file is read twice
+                if ms >= HOUR_MS / 2 {
+                    ms.max(HOUR_MS)
+                } else {
+                    ms
+                }
+            };
+            first = last + 1;
+        }
+        Ok((out.finish(), annos))
     }
 
-    /// Reads every selector's series once, for the whole span the query needs from it.
+    /// Reads every selector's series once, for the whole span evaluating `expr` over `grid`
+    /// needs from it. `query` is the whole query (its start and end for `@ start()`/`end()`, its
+    /// step, 0 for an instant query, for `step()`). `carry` holds the reads of the previous
+    /// chunk of a range query: what they already hold is not read again, and on return it holds
+    /// this chunk's reads.
     async fn prepare<'a, S: SeriesSource>(
         &'a self,
         src: &S,
         expr: &Expr,
         grid: Grid,
-        query_step: i64,
+        query: Grid,
+        deadline: Option<Instant>,
+        carry: &mut Vec<Read>,
     ) -> Result<Ctx<'a>> {
         let mut ctx = Ctx {
             opts: &self.opts,
             data: HashMap::new(),
-            query_start: grid.start,
-            query_end: grid.end,
-            query_step,
-            deadline: self.opts.timeout.map(|d| Instant::now() + d),
-            annos: RefCell::new(Annotations::default()),
+            query_start: query.start,
+            query_end: query.end,
+            query_step: query.step,
+            deadline,
+            annos: Mutex::new(Annotations::default()),
+            loaded: 0,
         };
         let mut wanted: Vec<Fetch> = Vec::new();
         ctx.plan(expr, grid.start, grid.end, &mut wanted)?;
+        let prev = std::mem::take(carry);
         // Reads already made, by what they read: a selector repeated in the query (e.g.
         // `sum(rate(x[5m])) / count(rate(x[5m]))`) does not read the same files again.
-        let mut done: Vec<(FetchSig, i64, i64, Arc<Vec<SeriesData>>)> = Vec::new();
+        let done = carry;
         for Fetch {
             key,
             groups,
@@ -379,35 +497,134 @@ impl Engine {
         } in wanted
         {
             let sig = fetch_sig(&groups);
-            if let Some((.., series)) = done
+            if let Some(r) = done
                 .iter()
-                .find(|(s, a, b, _)| *s == sig && *a == start && *b == end)
+                .find(|r| r.sig == sig && r.start == start && r.end == end)
             {
-                ctx.data.insert(key, Arc::clone(series));
+                ctx.data.insert(key, Arc::clone(&r.series));
                 continue;
             }
-            let mut by_id: HashMap<u64, SeriesData> = HashMap::new();
-            for group in groups {
-                for s in src.select(&group, start, end).await? {
-                    by_id.entry(s.id).or_insert(s);
+            // The previous chunk's read of the same series, if it covers this one's start: only
+            // the part after it is read now (an `@`-pinned selector is not read again at all).
+            let before = prev
+                .iter()
+                .filter(|r| r.sig == sig && r.start <= start && start <= r.end.saturating_add(1))
+                .filter(|r| r.end <= end || (r.start, r.end) == (start, end))
+                .max_by_key(|r| r.end);
+            let series = match before {
+                Some(r) if (r.start, r.end) == (start, end) => Arc::clone(&r.series),
+                Some(r) => {
+                    let fresh = read_groups(src, &groups, r.end + 1, end).await?;
+                    Arc::new(splice(&r.series, start, fresh))
                 }
-            }
-            let mut series: Vec<SeriesData> = by_id.into_values().collect();
-            series.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+                None => Arc::new(read_groups(src, &groups, start, end).await?),
+            };
             let samples: usize = series.iter().map(|s| s.timestamps.len()).sum();
-            if samples > self.opts.max_samples {
+            ctx.loaded += samples;
+            if ctx.loaded > self.opts.max_samples {
                 return Err(Error::TooManySamples {
                     phase: "series selection",
                     limit: self.opts.max_samples,
                 });
             }
-            let series = Arc::new(series);
             ctx.data.insert(key, Arc::clone(&series));
-            done.push((sig, start, end, series));
+            done.push(Read {
+                sig,
+                start,
+                end,
+                series,
+            });
             ctx.check_deadline()?;
         }
         Ok(ctx)
     }
+}
+
+/// One selector read: the series matching `sig` with their samples in `[start, end]`.
+#[derive(Debug)]
+struct Read {
+    sig: FetchSig,
+    start: i64,
+    end: i64,
+    series: Arc<Vec<SeriesData>>,
+}
+
+/// The series matching any of `groups` with their samples in `[start, end]`, sorted by labels.
+async fn read_groups<S: SeriesSource>(
+    src: &S,
+    groups: &[Vec<fleetgate_store::Matcher>],
+    start: i64,
+    end: i64,
+) -> Result<Vec<SeriesData>> {
+    if end < start {
+        return Ok(Vec::new());
+    }
+    if let [group] = groups {
+        // one group (no `or` in braces): the source's answer is already sorted by labels
+        let mut series = src.select(group, start, end).await?;
+        if !series.is_sorted_by(|a, b| a.labels.as_slice() <= b.labels.as_slice()) {
+            series.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+        }
+        return Ok(series);
+    }
+    let mut by_id: HashMap<u64, SeriesData> = HashMap::new();
+    {
+        for group in groups {
+            for s in src.select(group, start, end).await? {
+                by_id.entry(s.id).or_insert(s);
+            }
+        }
+    }
+    let mut series: Vec<SeriesData> = by_id.into_values().collect();
+    series.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+    Ok(series)
+}
+
+/// The samples at or after `from` of an earlier read followed by the `fresh` samples read after
+/// it, series by series; both inputs and the output are sorted by labels.
+fn splice(earlier: &[SeriesData], from: i64, fresh: Vec<SeriesData>) -> Vec<SeriesData> {
+    let tail = |s: &SeriesData| {
+        let lo = s.timestamps.partition_point(|t| *t < from);
+        (lo < s.timestamps.len()).then(|| SeriesData {
+            id: s.id,
+            labels: s.labels.clone(),
+            timestamps: s.timestamps[lo..].to_vec(),
+            values: s.values[lo..].to_vec(),
+        })
+    };
+    let mut out = Vec::with_capacity(earlier.len().max(fresh.len()));
+    let mut old = earlier.iter().peekable();
+    let mut new = fresh.into_iter().peekable();
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(a), Some(b)) => a.labels.as_slice().cmp(b.labels.as_slice()),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                if let Some(t) = old.next().and_then(tail) {
+                    out.push(t);
+                }
+            }
+            std::cmp::Ordering::Greater => out.extend(new.next()),
+            std::cmp::Ordering::Equal => {
+                let (Some(a), Some(mut b)) = (old.next(), new.next()) else {
+                    break;
+                };
+                match tail(a) {
+                    Some(mut t) => {
+                        t.timestamps.append(&mut b.timestamps);
+                        t.values.append(&mut b.values);
+                        out.push(t);
+                    }
+                    None => out.push(b),
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Parses a query, mapping parser errors to a client error.
@@ -422,14 +639,14 @@ impl Ctx<'_> {
     /// Raises a warning (full Prometheus text after `PromQL warning: `).
     pub(super) fn warn(&self, msg: impl AsRef<str>) {
         self.annos
-            .borrow_mut()
+            .lock()
             .warn(format!("PromQL warning: {}", msg.as_ref()));
     }
 
     /// Raises an info (full Prometheus text after `PromQL info: `).
     pub(super) fn info(&self, msg: impl AsRef<str>) {
         self.annos
-            .borrow_mut()
+            .lock()
             .info(format!("PromQL info: {}", msg.as_ref()));
     }
 
@@ -615,7 +832,8 @@ impl Ctx<'_> {
     /// Raw samples of a selector without staleness markers.
     fn raw(&self, vs: &VectorSelector) -> Vec<Raw> {
         self.selected(vs)
-            .iter()
+            .par_iter()
+            .with_min_len(par_min_series(64))
             .map(|s| {
                 let (ts, vs): (Vec<i64>, Vec<f64>) = s
                     .timestamps
@@ -652,9 +870,18 @@ impl Ctx<'_> {
         refs: &[i64],
         want_ts: bool,
     ) -> Vec<Ser> {
+        let series: Vec<&SeriesData> = series.into_iter().collect();
+        series
+            .par_iter()
+            .with_min_len(par_min_series(refs.len()))
+            .filter_map(|s| self.select_one(s, refs, want_ts))
+            .collect()
+    }
+
+    /// [`Ctx::select_at`] for one series; `None` when it has no value at any step.
+    fn select_one(&self, s: &SeriesData, refs: &[i64], want_ts: bool) -> Option<Ser> {
         let lookback = self.opts.lookback_ms;
-        let mut out = Vec::new();
-        for s in series {
+        {
             let mut vals = Vec::with_capacity(refs.len());
             let mut any = false;
             for &r in refs {
@@ -672,15 +899,12 @@ impl Ctx<'_> {
                 any |= v.is_some();
                 vals.push(v);
             }
-            if any {
-                out.push(Ser {
-                    labels: s.labels.clone(),
-                    drop_name: false,
-                    vals,
-                });
-            }
+            any.then(|| Ser {
+                labels: s.labels.clone(),
+                drop_name: false,
+                vals,
+            })
         }
-        out
     }
 
     /// A subquery: the inner expression on its own aligned grid, as raw series.
@@ -786,14 +1010,15 @@ impl Ctx<'_> {
         })
     }
 
-    fn finish_range(&self, val: Val, grid: Grid) -> Result<Value> {
+    /// The series of a range query's result over `grid`, unsorted.
+    fn finish_range(&self, val: Val, grid: Grid) -> Result<Vec<Series>> {
         let to_points = |vals: &[Option<f64>]| -> Vec<(i64, f64)> {
             vals.iter()
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|v| (grid.ts(i), v)))
                 .collect()
         };
-        let mut out = match val {
+        let out = match val {
             Val::Scalar(v) => vec![Series {
                 labels: Labels::default(),
                 points: v
@@ -844,8 +1069,7 @@ impl Ctx<'_> {
                 )));
             }
         };
-        out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
-        Ok(Value::Matrix(out))
+        Ok(out)
     }
 }
 

@@ -6,9 +6,10 @@ use fleetgate_store::Matcher;
 use fleetgate_store::{Label, Labels};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr, VectorSelector};
+use rayon::prelude::*;
 
 use super::aggregate::{Acc, fmt_float, quantile};
-use super::engine::{Ctx, Grid, Merger, RangeVal, Ser, Val, exec, info_key};
+use super::engine::{Ctx, Grid, Merger, RangeVal, Ser, Val, exec, info_key, par_min_series};
 use crate::error::Result;
 
 fn unwrap_paren(e: &Expr) -> &Expr {
@@ -1038,38 +1039,63 @@ fn range_function(
     let r = range_arg(args.swap_remove(range_pos))?;
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     let n = grid.n();
-    let mut out = Vec::new();
-    let mut peak = 0usize;
-    for s in &r.series {
-        let mut vals = Vec::with_capacity(n);
-        let mut any = false;
-        for i in 0..n {
-            let (lo, hi) = r.window(s, i);
-            peak = peak.max(hi - lo);
-            let (ts, vs) = (&s.ts[lo..hi], &s.vs[lo..hi]);
-            let p = param.as_ref().map_or(f64::NAN, |p| p[i]);
-            let v = if vs.is_empty() {
-                None
-            } else if let Some((sf, tf)) = &factors {
-                smoothing(vs, sf[i], tf[i])
-            } else {
-                let w = Window {
-                    ts,
-                    vs,
-                    end: r.refs[i],
-                    step_t: grid.ts(i),
-                    range_ms: r.range_ms,
+    // Series-parallel: each series' windows are independent. Annotations are raised afterwards,
+    // in series order, so that their order does not depend on thread timing.
+    let per_series: Vec<(Option<Ser>, usize, Vec<f64>)> = r
+        .series
+        .par_iter()
+        .with_min_len(par_min_series(n))
+        .map(|s| {
+            let mut vals = Vec::with_capacity(n);
+            let mut any = false;
+            let mut peak = 0usize;
+            // quantile parameters used at a step with a value and outside [0, 1]
+            let mut bad_q: Vec<f64> = Vec::new();
+            for i in 0..n {
+                let (lo, hi) = r.window(s, i);
+                peak = peak.max(hi - lo);
+                let (ts, vs) = (&s.ts[lo..hi], &s.vs[lo..hi]);
+                let p = param.as_ref().map_or(f64::NAN, |p| p[i]);
+                let v = if vs.is_empty() {
+                    None
+                } else if let Some((sf, tf)) = &factors {
+                    smoothing(vs, sf[i], tf[i])
+                } else {
+                    let w = Window {
+                        ts,
+                        vs,
+                        end: r.refs[i],
+                        step_t: grid.ts(i),
+                        range_ms: r.range_ms,
+                    };
+                    range_value(name, &w, p)
                 };
-                range_value(name, &w, p)
-            };
-            if v.is_some() && name == "quantile_over_time" {
-                check_quantile(ctx, p);
+                if v.is_some()
+                    && name == "quantile_over_time"
+                    && (p.is_nan() || !(0.0..=1.0).contains(&p))
+                    && !bad_q.iter().any(|q| q.to_bits() == p.to_bits())
+                {
+                    bad_q.push(p);
+                }
+                any |= v.is_some();
+                vals.push(v);
             }
-            any |= v.is_some();
-            vals.push(v);
-        }
-        if any && matches!(name, "rate" | "increase") {
-            let metric = s.labels.metric_name();
+            let ser = any.then(|| Ser {
+                labels: s.labels.clone(),
+                drop_name: !keep_name,
+                vals,
+            });
+            (ser, peak, bad_q)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(per_series.len());
+    let mut peak = 0usize;
+    for (ser, p, bad_q) in per_series {
+        peak = peak.max(p);
+        bad_q.into_iter().for_each(|q| check_quantile(ctx, q));
+        let Some(ser) = ser else { continue };
+        if matches!(name, "rate" | "increase") {
+            let metric = ser.labels.metric_name();
             if !metric.is_empty()
                 && !["_total", "_sum", "_count", "_bucket"]
                     .iter()
@@ -1080,13 +1106,7 @@ fn range_function(
                 ));
             }
         }
-        if any {
-            out.push(Ser {
-                labels: s.labels.clone(),
-                drop_name: !keep_name,
-                vals,
-            });
-        }
+        out.push(ser);
     }
     ctx.budget(peak.saturating_mul(r.series.len()))?;
     Ok(Some(Val::Vector(out)))

@@ -326,3 +326,134 @@ fn annotations_are_collected_once_without_position() {
     assert_eq!(annos("sort(x)", 120_000, true).warnings.len(), 1);
     assert!(annos("delta(c[5m])", 300_000, false).is_empty());
 }
+
+/// A fleet of counters and histograms over 6 h, for comparing chunked and one-pass range queries.
+fn long_src() -> MemorySource {
+    let mut m = MemorySource::new();
+    for c in 0..3 {
+        for p in 0..4 {
+            let cluster = format!("c{c}");
+            let pod = format!("p{p}");
+            // a counter that resets every 2 h and has a gap in its 3rd hour
+            let pts: Vec<(i64, f64)> = (0..1440)
+                .filter(|i| !(720..760).contains(i))
+                .map(|i| (i * 15_000, ((i % 480) * (p + 1)) as f64))
+                .collect();
+            m.add(
+                Labels::from_pairs([
+                    ("__name__", "req_total"),
+                    ("cluster", cluster.as_str()),
+                    ("pod", pod.as_str()),
+                ]),
+                &pts,
+            );
+            for (le, f) in [("0.1", 1), ("1", 3), ("+Inf", 4)] {
+                let pts: Vec<(i64, f64)> = (0..1440)
+                    .map(|i| (i * 15_000, (i * f * (c + 1)) as f64))
+                    .collect();
+                m.add(
+                    Labels::from_pairs([
+                        ("__name__", "lat_bucket"),
+                        ("cluster", cluster.as_str()),
+                        ("pod", pod.as_str()),
+                        ("le", le),
+                    ]),
+                    &pts,
+                );
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn chunked_range_queries_match_one_pass() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let src = long_src();
+    let one_pass = Engine::new(EngineOptions {
+        range_chunk_samples: 0,
+        ..EngineOptions::default()
+    });
+    // tiny chunks: a step or two each
+    let chunked = Engine::new(EngineOptions {
+        range_chunk_samples: 50,
+        ..EngineOptions::default()
+    });
+    let queries = [
+        "sum by (cluster) (rate(req_total[5m]))",
+        "histogram_quantile(0.9, sum by (le, cluster) (rate(lat_bucket[10m])))",
+        "topk(2, req_total)",
+        "max_over_time(rate(req_total[2m])[30m:1m])",
+        "req_total @ start()",
+        "rate(req_total[5m] @ end())",
+        "timestamp(req_total offset 10m)",
+        "absent(nope)",
+        "time() - 1",
+        "count_values(\"v\", req_total % 3)",
+        "label_replace(req_total, \"x\", \"$1\", \"pod\", \"p(.*)\")",
+    ];
+    for (start, end, step) in [
+        (0, 21_600_000, 60_000),
+        (1_234_567, 20_000_000, 137_000),
+        (0, 21_600_000, 3_600_000),
+    ] {
+        for q in queries {
+            let a = rt
+                .block_on(one_pass.range(&src, q, start, end, step))
+                .unwrap();
+            let b = rt
+                .block_on(chunked.range(&src, q, start, end, step))
+                .unwrap();
+            let (Value::Matrix(a), Value::Matrix(b)) = (a, b) else {
+                panic!("{q}: not matrices");
+            };
+            assert!(!a.is_empty(), "{q}: empty result");
+            assert_eq!(a.len(), b.len(), "{q} [{start},{end},{step}]: series count");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.labels, y.labels, "{q}");
+                assert_eq!(x.points.len(), y.points.len(), "{q} {:?}", x.labels);
+                for (p, r) in x.points.iter().zip(&y.points) {
+                    assert_eq!(p.0, r.0, "{q} {:?}", x.labels);
+                    assert!(
+                        p.1 == r.1 || (p.1.is_nan() && r.1.is_nan()),
+                        "{q} {:?} at {}: {} vs {}",
+                        x.labels,
+                        p.0,
+                        p.1,
+                        r.1
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sample_limit_applies_per_chunk() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let src = long_src();
+    // 60 series × 1440 samples = 86,400 samples in 6 h; each chunk reads far fewer
+    let opts = EngineOptions {
+        max_samples: 20_000,
+        range_chunk_samples: 5_000,
+        ..EngineOptions::default()
+    };
+    let eng = Engine::new(opts.clone());
+    let v = rt
+        .block_on(eng.range(&src, "sum(rate(lat_bucket[5m]))", 0, 21_600_000, 60_000))
+        .unwrap();
+    assert!(matches!(v, Value::Matrix(m) if m.len() == 1 && m[0].points.len() > 300));
+    // one pass over the whole span is refused by the same limit
+    let whole = Engine::new(EngineOptions {
+        range_chunk_samples: 0,
+        ..opts
+    });
+    let err = rt
+        .block_on(whole.range(&src, "sum(rate(lat_bucket[5m]))", 0, 21_600_000, 60_000))
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManySamples { .. }), "{err}");
+}
