@@ -212,15 +212,23 @@ def compare(ref, other):
     max_rel = 0.0
     rels = []
     example = None
-    for k in a.keys() & b.keys():
+    examples = []  # the first few mismatching points, in label order
+    ts_examples = []  # the first few points only one side has
+    for k in sorted(a.keys() & b.keys()):
         sa, sb = a[k], b[k]
         ts_only_ref += len(sa.keys() - sb.keys())
         ts_only_other += len(sb.keys() - sa.keys())
-        for t in sa.keys() & sb.keys():
+        for side, only in (("fleetgate", sa.keys() - sb.keys()), ("peer", sb.keys() - sa.keys())):
+            for t in sorted(only)[:max(0, 5 - len(ts_examples))]:
+                ts_examples.append({"labels": dict(k), "t": t, "only_in": side,
+                                    "value": (sa if side == "fleetgate" else sb)[t]})
+        for t in sorted(sa.keys() & sb.keys()):
             common_pts += 1
             x, y = sa[t], sb[t]
             if not close(x, y):
                 bad += 1
+                if len(examples) < 5:
+                    examples.append({"labels": dict(k), "t": t, "ref": x, "other": y})
                 if not (math.isnan(x) or math.isnan(y) or math.isinf(x) or math.isinf(y)):
                     r = abs(x - y) / max(abs(x), abs(y))
                     rels.append(r)
@@ -234,7 +242,8 @@ def compare(ref, other):
             "only_other": only_other[:5], "n_only_ref": len(only_ref), "n_only_other": len(only_other),
             "common_points": common_pts, "mismatched_points": bad, "max_rel_diff": max_rel,
             "median_rel_diff": pct(rels, 50) if rels else 0.0,
-            "points_only_ref": ts_only_ref, "points_only_other": ts_only_other, "example": example}
+            "points_only_ref": ts_only_ref, "points_only_other": ts_only_other, "example": example,
+            "examples": examples, "ts_examples": ts_examples}
 
 
 def stop(p, timeout=300):
