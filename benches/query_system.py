@@ -452,6 +452,29 @@ def main():
             json.dump(results, fh, indent=2)
 
 
+def latency_table(sysr, systems):
+    """Markdown table: per query and range, cold / warm p50 / warm p95 in ms for each system, then
+    fleetgate p50 / peer p50."""
+    print("| query | range | " + " | ".join(systems) + " | " +
+          " | ".join(f"fleetgate / {n} p50" for n in systems[1:]) + " |")
+    print("|---|---|" + "---|" * (2 * len(systems) - 1))
+    for key, f in sysr["fleetgate"]["queries"].items():
+        qid, rname = key.split("@")
+        cells, ratios = [], []
+        for name in systems:
+            r = sysr[name]["queries"].get(key)
+            if r is None:
+                cells.append("–")
+            elif r["status"] != "success":
+                cells.append("error")
+            else:
+                cells.append(f"{r['cold_s'] * 1e3:.0f} / {r['p50_s'] * 1e3:.0f} / {r['p95_s'] * 1e3:.0f}")
+            if name != "fleetgate":
+                ok = r is not None and r["status"] == "success" and f["status"] == "success"
+                ratios.append(f"{f['p50_s'] / r['p50_s']:.2f}" if ok else "–")
+        print(f"| {qid} | {rname} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+
 def report(results):
     w, m = results["workload"], results["machine"]
     print(f"\ncommand: {results['command']}")
@@ -475,25 +498,7 @@ def report(results):
               f"settle {s['settle_s']:.1f} s, query CPU {s['query_cpu_s']:.1f} s, "
               f"RSS after {s['rss_bytes_after'] / 2**20:.0f} MiB")
     print(f"\nlatency in ms, cold (first run) / warm p50 / warm p95 of {results['runs']} runs")
-    print("| query | range | " + " | ".join(systems) + " | " +
-          " | ".join(f"fleetgate / {n} p50" for n in systems[1:]) + " |")
-    print("|---|---|" + "---|" * (2 * len(systems) - 1))
-    keys = list(results["systems"]["fleetgate"]["queries"])
-    for key in keys:
-        qid, rname = key.split("@")
-        cells, ratios = [], []
-        f = results["systems"]["fleetgate"]["queries"][key]
-        for name in systems:
-            r = results["systems"][name]["queries"].get(key)
-            if r is None:
-                cells.append("–")
-            elif r["status"] != "success":
-                cells.append("error")
-            else:
-                cells.append(f"{r['cold_s'] * 1e3:.0f} / {r['p50_s'] * 1e3:.0f} / {r['p95_s'] * 1e3:.0f}")
-            if name != "fleetgate":
-                ratios.append(f"{f['p50_s'] / r['p50_s']:.2f}" if r and r["status"] == "success" else "–")
-        print(f"| {qid} | {rname} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    latency_table(results["systems"], systems)
     print("\nagreement with fleetgate (series count; values within 1e-6 relative at common timestamps)")
     bad = 0
     for k, c in results.get("agreement", {}).items():

@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from common import cpu_seconds, dir_bytes, free_port, rss_bytes, wait_http  # noqa: E402
-from query_system import (QUERIES, SCRAPE_MS, compare, dpkg_version, http_post, log,  # noqa: E402
+from query_system import (SCRAPE_MS, compare, dpkg_version, http_post, latency_table, log,  # noqa: E402
                           mem_total, probe, replay, run, run_queries, settle, split_by_cluster)
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -429,24 +429,7 @@ def report(results):
     systems = [n for n in ("fleetgate", "prometheus", "victoria-metrics", "victoria-metrics-nocache") if n in sysr]
     print(f"\nquery latency in ms: cold (first run after restart) / warm p50 / warm p95 of {results['runs']} runs; "
           "ratios are fleetgate p50 / peer p50")
-    print("| query | range | " + " | ".join(systems) + " | " +
-          " | ".join(f"fg / {n}" for n in systems[1:]) + " |")
-    print("|---|---|" + "---|" * (2 * len(systems) - 1))
-    for key, f in sysr["fleetgate"]["queries"].items():
-        qid, rname = key.split("@")
-        cells, ratios = [], []
-        for name in systems:
-            r = sysr[name]["queries"].get(key)
-            if r is None:
-                cells.append("–")
-            elif r["status"] != "success":
-                cells.append("error")
-            else:
-                cells.append(f"{r['cold_s'] * 1e3:.0f} / {r['p50_s'] * 1e3:.0f} / {r['p95_s'] * 1e3:.0f}")
-            if name != "fleetgate":
-                ok = r is not None and r["status"] == "success" and f["status"] == "success"
-                ratios.append(ratio(f["p50_s"], r["p50_s"]) if ok else "–")
-        print(f"| {qid} | {rname} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    latency_table(sysr, systems)
 
     checks = results["cross_check"]
     same = sum(1 for c in checks if c.get("ok"))

@@ -30,10 +30,14 @@ fn src() -> MemorySource {
     m
 }
 
-fn run(q: &str, t: i64) -> Result<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn run(q: &str, t: i64) -> Result<Value> {
+    let rt = runtime();
     rt.block_on(Engine::default().instant(&src(), q, t))
 }
 
@@ -80,9 +84,7 @@ fn matching_errors() {
 
 #[test]
 fn range_query_steps() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let v = rt
         .block_on(Engine::default().range(&src(), "c", 0, 60_000, 30_000))
         .unwrap();
@@ -151,9 +153,7 @@ fn subquery_windows_are_aligned_and_left_open() {
 
 #[test]
 fn sample_budget_is_enforced() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let engine = Engine::new(EngineOptions {
         max_samples: 5,
         ..Default::default()
@@ -219,9 +219,7 @@ fn timing_probe() {
             &pts,
         );
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     for q in [
         "sum by (job) (rate(req_total[5m]))",
         "req_total / on(pod) group_left req_total",
@@ -259,9 +257,7 @@ impl SeriesSource for Counting {
 /// A selector repeated with the same span is read once; a different span is read again.
 #[test]
 fn repeated_selector_is_read_once() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let count = |q: &str| {
         let src = Counting {
             inner: src(),
@@ -286,9 +282,7 @@ fn repeated_selector_is_read_once() {
 }
 
 fn annos(q: &str, t: i64, range: bool) -> Annotations {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let e = Engine::default();
     let r = if range {
         rt.block_on(e.range_annotated(&src(), q, 0, t, 60_000))
@@ -368,9 +362,7 @@ fn long_src() -> MemorySource {
 
 #[test]
 fn chunked_range_queries_match_one_pass() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let src = long_src();
     let one_pass = Engine::new(EngineOptions {
         range_chunk_samples: 0,
@@ -432,9 +424,7 @@ fn chunked_range_queries_match_one_pass() {
 
 #[test]
 fn sample_limit_applies_per_chunk() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let src = long_src();
     // 60 series × 1440 samples = 86,400 samples in 6 h; each chunk reads far fewer
     let opts = EngineOptions {
