@@ -89,13 +89,7 @@ impl Memtable {
     }
 
     /// Appends the samples of `series` within `[start, end]` to `out`, in arrival order.
-    pub(crate) fn collect(
-        &self,
-        series: SeriesId,
-        start: i64,
-        end: i64,
-        out: &mut Vec<(i64, f64)>,
-    ) {
+    pub(crate) fn collect(&self, series: SeriesId, start: i64, end: i64, out: &mut Samples) {
         if self.samples == 0 || self.max_ts < start || self.min_ts > end {
             return;
         }
@@ -103,21 +97,47 @@ impl Memtable {
             if !self.out_of_order {
                 let lo = b.ts.partition_point(|t| *t < start);
                 let hi = b.ts.partition_point(|t| *t <= end).max(lo);
-                out.extend(
-                    b.ts[lo..hi]
-                        .iter()
-                        .copied()
-                        .zip(b.values[lo..hi].iter().copied()),
-                );
+                out.ts.extend_from_slice(&b.ts[lo..hi]);
+                out.vs.extend_from_slice(&b.values[lo..hi]);
                 return;
             }
-            out.extend(
-                b.ts.iter()
-                    .zip(&b.values)
-                    .filter(|(t, _)| **t >= start && **t <= end)
-                    .map(|(t, v)| (*t, *v)),
-            );
+            for (t, v) in b.ts.iter().zip(&b.values) {
+                if *t >= start && *t <= end {
+                    out.ts.push(*t);
+                    out.vs.push(*v);
+                }
+            }
         }
+    }
+}
+
+/// One series' samples as two columns, in the order they were gathered.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Samples {
+    pub(crate) ts: Vec<i64>,
+    pub(crate) vs: Vec<f64>,
+}
+
+impl Samples {
+    /// Appends `other`; takes its vectors as they are when this is empty (no copy).
+    pub(crate) fn append(&mut self, other: Samples) {
+        if self.ts.is_empty() {
+            *self = other;
+        } else {
+            self.ts.extend_from_slice(&other.ts);
+            self.vs.extend_from_slice(&other.vs);
+        }
+    }
+
+    /// Sorted by time with, for equal timestamps, the last gathered kept (gathering order is
+    /// write order).
+    pub(crate) fn into_sorted(self) -> (Vec<i64>, Vec<f64>) {
+        if self.ts.windows(2).all(|w| w[0] < w[1]) {
+            return (self.ts, self.vs);
+        }
+        let mut pairs: Vec<(i64, f64)> = self.ts.into_iter().zip(self.vs).collect();
+        sort_dedup_last(&mut pairs);
+        pairs.into_iter().unzip()
     }
 }
 
@@ -149,34 +169,58 @@ mod tests {
         for (t, v) in [(3, 1.0), (1, 2.0), (3, 3.0), (2, 4.0)] {
             m.push(9, t, v);
         }
-        let mut out = Vec::new();
+        let mut out = Samples::default();
         m.collect(9, 0, 10, &mut out);
-        sort_dedup_last(&mut out);
-        assert_eq!(out, vec![(1, 2.0), (2, 4.0), (3, 3.0)]);
+        assert_eq!(out.into_sorted(), (vec![1, 2, 3], vec![2.0, 4.0, 3.0]));
         assert_eq!(m.samples(), 4);
     }
 
     #[test]
     fn range_reads_in_order_and_out_of_order() {
+        let read = |m: &Memtable, id, a, b| {
+            let mut out = Samples::default();
+            m.collect(id, a, b, &mut out);
+            out.ts.into_iter().zip(out.vs).collect::<Vec<_>>()
+        };
         let mut m = Memtable::default();
         for t in [10, 20, 20, 30, 40] {
             m.push(1, t, t as f64);
         }
-        let mut out = Vec::new();
-        m.collect(1, 20, 30, &mut out);
-        assert_eq!(out, vec![(20, 20.0), (20, 20.0), (30, 30.0)]);
-        out.clear();
-        m.collect(1, 41, 50, &mut out);
-        assert!(out.is_empty());
+        assert_eq!(
+            read(&m, 1, 20, 30),
+            vec![(20, 20.0), (20, 20.0), (30, 30.0)]
+        );
+        assert!(read(&m, 1, 41, 50).is_empty());
         // an older sample for another series switches reads to a filter; results stay the same
         m.push(2, 5, 1.0);
         m.push(2, 1, 2.0);
-        out.clear();
-        m.collect(1, 20, 30, &mut out);
-        assert_eq!(out, vec![(20, 20.0), (20, 20.0), (30, 30.0)]);
-        out.clear();
-        m.collect(2, 0, 3, &mut out);
-        assert_eq!(out, vec![(1, 2.0)]);
+        assert_eq!(
+            read(&m, 1, 20, 30),
+            vec![(20, 20.0), (20, 20.0), (30, 30.0)]
+        );
+        assert_eq!(read(&m, 2, 0, 3), vec![(1, 2.0)]);
+    }
+
+    #[test]
+    fn samples_append_and_sort() {
+        let mut a = Samples::default();
+        a.append(Samples {
+            ts: vec![1, 3],
+            vs: vec![1.0, 3.0],
+        });
+        a.append(Samples {
+            ts: vec![2, 3],
+            vs: vec![2.0, 4.0],
+        });
+        assert_eq!(
+            a.clone().into_sorted(),
+            (vec![1, 2, 3], vec![1.0, 2.0, 4.0])
+        );
+        let sorted = Samples {
+            ts: vec![1, 2],
+            vs: vec![5.0, 6.0],
+        };
+        assert_eq!(sorted.into_sorted(), (vec![1, 2], vec![5.0, 6.0]));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::catalog::{self, Catalog, CatalogFile};
 use crate::error::{Error, Result};
 use crate::labels::{Labels, SeriesId};
 use crate::matcher::Matcher;
-use crate::memtable::{Memtable, sort_dedup_last};
+use crate::memtable::{Memtable, Samples, sort_dedup_last};
 use crate::objects::Objects;
 use crate::options::{CacheOptions, StoreOptions};
 use crate::partition::cache::FileCaches;
@@ -423,7 +423,7 @@ impl Store {
         let pos = |id: SeriesId| ids.binary_search(&id).ok();
         // Snapshot order matters: active, then frozen, then files. A flush registers its files
         // before dropping its frozen memtable, so nothing can fall between the snapshots.
-        let mut active_part: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
+        let mut active_part: Vec<Samples> = vec![Samples::default(); ids.len()];
         let active_gen = {
             let m = self.active.read();
             for (i, id) in ids.iter().enumerate() {
@@ -446,16 +446,34 @@ impl Store {
         .try_collect()
         .await?;
 
-        let mut acc: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
+        let mut acc: Vec<Samples> = vec![Samples::default(); ids.len()];
         for file_chunks in chunks {
-            for (id, ts, vs) in file_chunks {
-                if let Some(p) = pos(id) {
-                    acc[p].extend(
-                        ts.into_iter()
-                            .zip(vs)
-                            .filter(|(t, _)| *t >= start && *t <= end),
-                    );
+            for (id, mut ts, mut vs) in file_chunks {
+                let Some(p) = pos(id) else { continue };
+                if !ts.is_sorted() {
+                    // files are written sorted by (series, time); keep a damaged one readable
+                    for (t, v) in ts.iter().zip(&vs) {
+                        if *t >= start && *t <= end {
+                            acc[p].ts.push(*t);
+                            acc[p].vs.push(*v);
+                        }
+                    }
+                    continue;
                 }
+                // a file holds a series' rows sorted by time: cut to the range, then take the
+                // vectors as they are when nothing was gathered before (the common case)
+                let lo = ts.partition_point(|t| *t < start);
+                let hi = ts.partition_point(|t| *t <= end).max(lo);
+                if lo == hi {
+                    continue;
+                }
+                ts.truncate(hi);
+                vs.truncate(hi);
+                if lo > 0 {
+                    ts.drain(..lo);
+                    vs.drain(..lo);
+                }
+                acc[p].append(Samples { ts, vs });
             }
         }
         for fr in &frozen {
@@ -465,16 +483,15 @@ impl Store {
         }
         if !frozen.iter().any(|f| f.mem.generation == active_gen) {
             for (a, part) in acc.iter_mut().zip(active_part) {
-                a.extend(part);
+                if !part.ts.is_empty() {
+                    a.append(part);
+                }
             }
         }
         let mut out = Vec::with_capacity(sel.len());
         for (id, _) in sel {
             let s = pos(*id).map(|p| std::mem::take(&mut acc[p]));
-            out.push(s.filter(|s| !s.is_empty()).map(|mut s| {
-                sort_dedup_last(&mut s);
-                s.into_iter().unzip()
-            }));
+            out.push(s.filter(|s| !s.ts.is_empty()).map(Samples::into_sorted));
         }
         Ok(out)
     }

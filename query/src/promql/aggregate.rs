@@ -422,6 +422,9 @@ pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, grid: Grid) -> Result<Val> 
                 })
                 .collect();
             let has_name: Vec<bool> = groups.iter().map(|g| g.get("__name__").is_some()).collect();
+            if let Some(out) = streaming(&op, &series, &group_of, &groups, &has_name, n) {
+                return Ok(Val::Vector(out));
+            }
             let mut merger = Merger::new(n);
             let mut slots: HashMap<(usize, bool), usize> = HashMap::new();
             let mut bufs: Vec<Vec<f64>> = vec![Vec::new(); groups.len()];
@@ -453,6 +456,119 @@ pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, grid: Grid) -> Result<Val> 
             Ok(Val::Vector(merger.out))
         }
     }
+}
+
+/// Most (group, step) cells the streaming aggregation allocates (17 bytes each).
+const STREAMING_MAX_CELLS: usize = 8 << 20;
+
+/// `sum`, `count`, `group`, `min` and `max` in one pass over each series' steps (series-major,
+/// cache-friendly), with the same arithmetic as [`aggregate_values`]: each cell adds its members
+/// in series order, Kahan-compensated for `sum`. Output series are ordered by their group's first
+/// member. `None` for other operators or when the cells would take too much memory.
+fn streaming(
+    op: &str,
+    series: &[Ser],
+    group_of: &[usize],
+    groups: &[Labels],
+    has_name: &[bool],
+    n: usize,
+) -> Option<Vec<Ser>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Sum,
+        Count,
+        Group,
+        Min,
+        Max,
+    }
+    let kind = match op {
+        "sum" => Kind::Sum,
+        "count" => Kind::Count,
+        "group" => Kind::Group,
+        "min" => Kind::Min,
+        "max" => Kind::Max,
+        _ => return None,
+    };
+    let cells = groups.len().checked_mul(n)?;
+    if cells > STREAMING_MAX_CELLS {
+        return None;
+    }
+    const PRESENT: u8 = 1;
+    const DROP: u8 = 2;
+    // (value or running sum, Kahan compensation) and flags per (group, step)
+    let mut acc: Vec<(f64, f64)> = vec![(0.0, 0.0); cells];
+    let mut flags: Vec<u8> = vec![0; cells];
+    let mut first: Vec<usize> = vec![usize::MAX; groups.len()];
+    for (j, s) in series.iter().enumerate() {
+        let g = group_of[j];
+        first[g] = first[g].min(j);
+        let base = g * n;
+        let (acc, flags) = (&mut acc[base..base + n], &mut flags[base..base + n]);
+        for ((v, a), f) in s.vals.iter().zip(acc.iter_mut()).zip(flags.iter_mut()) {
+            let Some(v) = *v else { continue };
+            let seen = *f & PRESENT != 0;
+            match kind {
+                Kind::Sum => {
+                    let (sum, c) = a;
+                    let t = *sum + v;
+                    if t.is_infinite() {
+                        *c = 0.0;
+                    } else if sum.abs() >= v.abs() {
+                        *c += (*sum - t) + v;
+                    } else {
+                        *c += (v - t) + *sum;
+                    }
+                    *sum = t;
+                }
+                Kind::Count => a.0 += 1.0,
+                Kind::Group => a.0 = 1.0,
+                Kind::Min => {
+                    if !seen || a.0.is_nan() || v < a.0 {
+                        a.0 = v;
+                    }
+                }
+                Kind::Max => {
+                    if !seen || a.0.is_nan() || v > a.0 {
+                        a.0 = v;
+                    }
+                }
+            }
+            *f |= PRESENT | if s.drop_name { DROP } else { 0 };
+        }
+    }
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|g| first[*g]);
+    let mut out = Vec::new();
+    for g in order {
+        let base = g * n;
+        // a group's name is dropped at the steps where a member asked for it (delayed removal)
+        for drop in [false, true] {
+            let mut any = false;
+            let vals: Vec<Option<f64>> = (0..n)
+                .map(|i| {
+                    let f = flags[base + i];
+                    let d = f & DROP != 0 && has_name[g];
+                    (f & PRESENT != 0 && d == drop).then(|| {
+                        any = true;
+                        let (v, c) = acc[base + i];
+                        if kind == Kind::Sum && !v.is_infinite() {
+                            v + c
+                        } else {
+                            v
+                        }
+                    })
+                })
+                .collect();
+            if any {
+                out.push(Ser {
+                    labels: groups[g].clone(),
+                    drop_name: drop,
+                    vals,
+                });
+            }
+        }
+    }
+    Some(out)
 }
 
 fn aggregate_values(op: &str, vals: &mut [f64], param: f64) -> Result<f64> {

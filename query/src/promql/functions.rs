@@ -899,21 +899,22 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
 }
 
 /// Prometheus's `extrapolatedRate` (rate/increase/delta).
+/// `no_resets`: the caller knows `vs` never decreases (skips the reset scan).
 fn extrapolated_rate(
     ts: &[i64],
     vs: &[f64],
-    range_start: i64,
-    range_end: i64,
+    (range_start, range_end): (i64, i64),
     range_ms: i64,
     counter: bool,
     is_rate: bool,
+    no_resets: bool,
 ) -> Option<f64> {
     if vs.len() < 2 {
         return None;
     }
     let last = vs.len() - 1;
     let mut result = vs[last] - vs[0];
-    if counter {
+    if counter && !no_resets {
         let mut prev = 0.0;
         for v in vs {
             if *v < prev {
@@ -1049,10 +1050,30 @@ fn range_function(
             let mut vals = Vec::with_capacity(n);
             let mut any = false;
             let mut peak = 0usize;
+            // one pass over the series for the reset check, only where it is used
+            let no_resets =
+                matches!(name, "rate" | "increase") && s.vs.windows(2).all(|p| p[1] >= p[0]);
+            // window bounds slide forward with the (non-decreasing) reference times
+            let mut win = (0usize, 0usize);
+            let mut last_end = i64::MIN;
             // quantile parameters used at a step with a value and outside [0, 1]
             let mut bad_q: Vec<f64> = Vec::new();
             for i in 0..n {
-                let (lo, hi) = r.window(s, i);
+                let end = r.refs[i];
+                let (lo, hi) = if end >= last_end {
+                    let (mut lo, mut hi) = win;
+                    while hi < s.ts.len() && s.ts[hi] <= end {
+                        hi += 1;
+                    }
+                    while lo < hi && s.ts[lo] <= end - r.range_ms {
+                        lo += 1;
+                    }
+                    (lo, hi)
+                } else {
+                    r.window(s, i)
+                };
+                win = (lo, hi);
+                last_end = end;
                 peak = peak.max(hi - lo);
                 let (ts, vs) = (&s.ts[lo..hi], &s.vs[lo..hi]);
                 let p = param.as_ref().map_or(f64::NAN, |p| p[i]);
@@ -1067,6 +1088,7 @@ fn range_function(
                         end: r.refs[i],
                         step_t: grid.ts(i),
                         range_ms: r.range_ms,
+                        no_resets,
                     };
                     range_value(name, &w, p)
                 };
@@ -1141,6 +1163,8 @@ struct Window<'a> {
     /// The evaluation step's time (for `predict_linear`).
     step_t: i64,
     range_ms: i64,
+    /// The whole series never decreases, so no window holds a counter reset.
+    no_resets: bool,
 }
 
 fn range_value(name: &str, w: &Window<'_>, p: f64) -> Option<f64> {
@@ -1153,9 +1177,31 @@ fn range_value(name: &str, w: &Window<'_>, p: f64) -> Option<f64> {
         a
     };
     Some(match name {
-        "rate" => return extrapolated_rate(ts, vs, end - range_ms, end, range_ms, true, true),
-        "increase" => return extrapolated_rate(ts, vs, end - range_ms, end, range_ms, true, false),
-        "delta" => return extrapolated_rate(ts, vs, end - range_ms, end, range_ms, false, false),
+        "rate" => {
+            return extrapolated_rate(
+                ts,
+                vs,
+                (end - range_ms, end),
+                range_ms,
+                true,
+                true,
+                w.no_resets,
+            );
+        }
+        "increase" => {
+            return extrapolated_rate(
+                ts,
+                vs,
+                (end - range_ms, end),
+                range_ms,
+                true,
+                false,
+                w.no_resets,
+            );
+        }
+        "delta" => {
+            return extrapolated_rate(ts, vs, (end - range_ms, end), range_ms, false, false, true);
+        }
         "irate" | "idelta" => {
             if vs.len() < 2 {
                 return None;
