@@ -437,10 +437,23 @@ impl Store {
         // Owned captures: a closure over borrowed items trips rustc's higher-ranked `Send`
         // check and would make `scan` unusable from spawned tasks.
         let wanted = Arc::new(ids.clone());
+        // Each file is read and decoded as its own task, so a scan of many files uses every
+        // runtime thread.
         let chunks: Vec<Vec<SeriesChunk>> = futures::stream::iter(files.into_iter().map(|f| {
             let (objects, caches) = (self.objects.clone(), self.caches.clone());
             let wanted = Arc::clone(&wanted);
-            async move { read_series(&objects, &caches, &f, Some(&wanted)).await }
+            let path = f.path.clone();
+            let task =
+                tokio::spawn(
+                    async move { read_series(&objects, &caches, &f, Some(&wanted)).await },
+                );
+            async move {
+                task.await.map_err(|e| Error::Io {
+                    op: "scan task",
+                    path: path.into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+            }
         }))
         .buffered(4)
         .try_collect()

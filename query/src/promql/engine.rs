@@ -84,9 +84,49 @@ pub(super) struct Ser {
 /// Raw samples of one series (staleness markers removed), for range-vector windows.
 #[derive(Debug, Clone)]
 pub(super) struct Raw {
-    pub(super) labels: Labels,
-    pub(super) ts: Vec<i64>,
-    pub(super) vs: Vec<f64>,
+    data: RawData,
+}
+
+/// Where a [`Raw`]'s samples live: the selector's read itself when it holds no staleness
+/// marker (the common case: no copy), else a filtered copy; subqueries build their own.
+#[derive(Debug, Clone)]
+enum RawData {
+    Shared(Arc<Vec<SeriesData>>, usize),
+    Owned {
+        labels: Labels,
+        ts: Vec<i64>,
+        vs: Vec<f64>,
+    },
+}
+
+impl Raw {
+    /// Samples built by the engine (subqueries).
+    pub(super) fn owned(labels: Labels, ts: Vec<i64>, vs: Vec<f64>) -> Self {
+        Self {
+            data: RawData::Owned { labels, ts, vs },
+        }
+    }
+
+    pub(super) fn labels(&self) -> &Labels {
+        match &self.data {
+            RawData::Shared(all, i) => &all[*i].labels,
+            RawData::Owned { labels, .. } => labels,
+        }
+    }
+
+    pub(super) fn ts(&self) -> &[i64] {
+        match &self.data {
+            RawData::Shared(all, i) => &all[*i].timestamps,
+            RawData::Owned { ts, .. } => ts,
+        }
+    }
+
+    pub(super) fn vs(&self) -> &[f64] {
+        match &self.data {
+            RawData::Shared(all, i) => &all[*i].values,
+            RawData::Owned { vs, .. } => vs,
+        }
+    }
 }
 
 /// A range vector: for step `i` the window of each series is `(refs[i] - range_ms, refs[i]]`.
@@ -101,8 +141,9 @@ impl RangeVal {
     /// Index bounds `[lo, hi)` of the window of `raw` at step `i`.
     pub(super) fn window(&self, raw: &Raw, i: usize) -> (usize, usize) {
         let end = self.refs[i];
-        let lo = raw.ts.partition_point(|t| *t <= end - self.range_ms);
-        let hi = raw.ts.partition_point(|t| *t <= end);
+        let ts = raw.ts();
+        let lo = ts.partition_point(|t| *t <= end - self.range_ms);
+        let hi = ts.partition_point(|t| *t <= end);
         (lo, hi.max(lo))
     }
 }
@@ -831,10 +872,18 @@ impl Ctx<'_> {
 
     /// Raw samples of a selector without staleness markers.
     fn raw(&self, vs: &VectorSelector) -> Vec<Raw> {
-        self.selected(vs)
-            .par_iter()
+        let Some(all) = self.data.get(&key(vs)) else {
+            return Vec::new();
+        };
+        all.par_iter()
+            .enumerate()
             .with_min_len(par_min_series(64))
-            .map(|s| {
+            .map(|(i, s)| {
+                if !s.values.iter().any(|v| is_stale_nan(*v)) {
+                    return Raw {
+                        data: RawData::Shared(Arc::clone(all), i),
+                    };
+                }
                 let (ts, vs): (Vec<i64>, Vec<f64>) = s
                     .timestamps
                     .iter()
@@ -842,11 +891,7 @@ impl Ctx<'_> {
                     .filter(|(_, v)| !is_stale_nan(**v))
                     .map(|(t, v)| (*t, *v))
                     .unzip();
-                Raw {
-                    labels: s.labels.clone(),
-                    ts,
-                    vs,
-                }
+                Raw::owned(s.labels.clone(), ts, vs)
             })
             .collect()
     }
@@ -937,18 +982,14 @@ impl Ctx<'_> {
                     if s.drop_name {
                         labels = drop_name(&labels);
                     }
-                    Raw {
-                        labels,
-                        ts,
-                        vs: vals,
-                    }
+                    Raw::owned(labels, ts, vals)
                 })
                 .collect(),
-            Val::Scalar(v) => vec![Raw {
-                labels: Labels::default(),
-                ts: (0..inner.n()).map(|i| inner.ts(i)).collect(),
-                vs: v,
-            }],
+            Val::Scalar(v) => vec![Raw::owned(
+                Labels::default(),
+                (0..inner.n()).map(|i| inner.ts(i)).collect(),
+                v,
+            )],
             other => {
                 return Err(exec(format!(
                     "subquery is only allowed on instant vector, got {} instead",
@@ -998,9 +1039,10 @@ impl Ctx<'_> {
                 for s in &r.series {
                     let (lo, hi) = r.window(s, 0);
                     if lo < hi {
+                        let (ts, vs) = (s.ts(), s.vs());
                         out.push(Series {
-                            labels: s.labels.clone(),
-                            points: (lo..hi).map(|j| (s.ts[j], s.vs[j])).collect(),
+                            labels: s.labels().clone(),
+                            points: (lo..hi).map(|j| (ts[j], vs[j])).collect(),
                         });
                     }
                 }

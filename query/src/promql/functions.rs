@@ -1046,13 +1046,14 @@ fn range_function(
         .series
         .par_iter()
         .with_min_len(par_min_series(n))
-        .map(|s| {
+        .map(|raw| {
+            let (sts, svs) = (raw.ts(), raw.vs());
             let mut vals = Vec::with_capacity(n);
             let mut any = false;
             let mut peak = 0usize;
             // one pass over the series for the reset check, only where it is used
             let no_resets =
-                matches!(name, "rate" | "increase") && s.vs.windows(2).all(|p| p[1] >= p[0]);
+                matches!(name, "rate" | "increase") && svs.windows(2).all(|p| p[1] >= p[0]);
             // window bounds slide forward with the (non-decreasing) reference times
             let mut win = (0usize, 0usize);
             let mut last_end = i64::MIN;
@@ -1062,20 +1063,20 @@ fn range_function(
                 let end = r.refs[i];
                 let (lo, hi) = if end >= last_end {
                     let (mut lo, mut hi) = win;
-                    while hi < s.ts.len() && s.ts[hi] <= end {
+                    while hi < sts.len() && sts[hi] <= end {
                         hi += 1;
                     }
-                    while lo < hi && s.ts[lo] <= end - r.range_ms {
+                    while lo < hi && sts[lo] <= end - r.range_ms {
                         lo += 1;
                     }
                     (lo, hi)
                 } else {
-                    r.window(s, i)
+                    r.window(raw, i)
                 };
                 win = (lo, hi);
                 last_end = end;
                 peak = peak.max(hi - lo);
-                let (ts, vs) = (&s.ts[lo..hi], &s.vs[lo..hi]);
+                let (ts, vs) = (&sts[lo..hi], &svs[lo..hi]);
                 let p = param.as_ref().map_or(f64::NAN, |p| p[i]);
                 let v = if vs.is_empty() {
                     None
@@ -1103,7 +1104,7 @@ fn range_function(
                 vals.push(v);
             }
             let ser = any.then(|| Ser {
-                labels: s.labels.clone(),
+                labels: raw.labels().clone(),
                 drop_name: !keep_name,
                 vals,
             });

@@ -209,14 +209,22 @@ pub(crate) async fn read_series(
             return Err(corrupt(&file.path, "null series_id or timestamp"));
         }
         let (ids, ts, vals) = (ids.values(), ts.values(), vals.values());
-        for i in 0..ids.len() {
+        // rows come in runs of one series: copy each run at once
+        let mut i = 0;
+        while i < ids.len() {
+            let id = ids[i];
+            let j = i + ids[i..]
+                .iter()
+                .position(|x| *x != id)
+                .unwrap_or(ids.len() - i);
             match out.last_mut() {
-                Some(c) if c.0 == ids[i] => {
-                    c.1.push(ts[i]);
-                    c.2.push(vals[i]);
+                Some(c) if c.0 == id => {
+                    c.1.extend_from_slice(&ts[i..j]);
+                    c.2.extend_from_slice(&vals[i..j]);
                 }
-                _ => out.push((ids[i], vec![ts[i]], vec![vals[i]])),
+                _ => out.push((id, ts[i..j].to_vec(), vals[i..j].to_vec())),
             }
+            i = j;
         }
     }
     Ok(out)
