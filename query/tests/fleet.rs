@@ -1044,3 +1044,62 @@ async fn limits() {
     let v = instant(&tiny, &store, "count_over_time(x[5m])", T0 + 20 * MIN).await;
     assert_vector(&v, &[("cluster=c1", 20.0)], "count_over_time within budget");
 }
+
+/// Range queries streamed in small chunks (reads of the next chunk running beside the evaluation
+/// of the current one, on a multi-threaded runtime) answer exactly like one pass, over data in
+/// several hour partitions, a compacted hour and the memtable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_range_queries_over_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let hour = HOUR;
+    // 5 h of 15 s scrapes for 40 series; flushed every 50 min so hours hold several files
+    for block in 0..6i64 {
+        for s in 0..40i64 {
+            let pts: Vec<(i64, f64)> = (0..200)
+                .map(|i| {
+                    let k = block * 200 + i;
+                    (T0 + k * 15 * SEC, ((k * (s + 1)) % 5_000) as f64)
+                })
+                .collect();
+            let pairs = format!("cluster=c{},pod=p{s}", s % 3);
+            write(&store, "req_total", &pairs, &pts).await;
+        }
+        if block < 5 {
+            store.flush().await.unwrap();
+        }
+    }
+    let one_pass = Engine::new(EngineOptions {
+        range_chunk_samples: 0,
+        ..EngineOptions::default()
+    });
+    let chunked = Engine::new(EngineOptions {
+        range_chunk_samples: 2_000,
+        ..EngineOptions::default()
+    });
+    for q in [
+        "sum by (cluster) (rate(req_total[5m]))",
+        "max_over_time(req_total[10m])",
+        "req_total offset 7m",
+        "topk(3, req_total)",
+        "avg_over_time(rate(req_total[2m])[15m:1m])",
+    ] {
+        for (start, end, step) in [
+            (T0, T0 + 5 * hour, 30 * SEC),
+            (T0 + 17 * MIN, T0 + 4 * hour + 3 * MIN, 61 * SEC),
+            (T0, T0 + 5 * hour, hour),
+        ] {
+            let a = range(&one_pass, &store, q, start, end, step).await;
+            let b = range(&chunked, &store, q, start, end, step).await;
+            assert!(!a.is_empty(), "{q}");
+            assert_eq!(a.len(), b.len(), "{q} [{start}, {end}] / {step}");
+            for (k, pa) in &a {
+                let pb = &b[k];
+                assert_eq!(pa.len(), pb.len(), "{q} {k}");
+                for (x, y) in pa.iter().zip(pb) {
+                    assert!(x.0 == y.0 && close(x.1, y.1), "{q} {k}: {x:?} vs {y:?}");
+                }
+            }
+        }
+    }
+}

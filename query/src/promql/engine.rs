@@ -454,38 +454,40 @@ impl Engine {
         // time, `@ start()`/`end()` refer to the whole query), so chunks give the same answer
         // as one pass while bounding memory and the sample limit per chunk, like Prometheus's
         // per-step peak.
+        // The next chunk's reads (file decoding runs as tasks on the other runtime threads)
+        // overlap with this chunk's evaluation.
         let deadline = self.opts.timeout.map(|d| Instant::now() + d);
         let mut out = MatrixMerge::default();
         let mut annos = Annotations::default();
         let one_pass = self.opts.range_chunk_samples == 0;
-        let mut chunk_ms = if one_pass { i64::MAX } else { CHUNK_FIRST_MS };
-        let mut first = 0usize;
         let mut carry: Vec<Read> = Vec::new();
         let n = grid.n();
-        while first < n {
+        let chunk_of = |first: usize, chunk_ms: i64| {
             let last = chunk_last_step(grid, first, chunk_ms);
-            let chunk = Grid {
-                start: grid.ts(first),
-                end: grid.ts(last),
-                step: step_ms,
-            };
-            let ctx = self
-                .prepare(src, expr, chunk, grid, deadline, &mut carry)
-                .await?;
-            let val = ctx.eval(expr, chunk)?;
-            out.push(ctx.finish_range(val, chunk)?);
-            let loaded = ctx.loaded;
-            let chunk_annos = ctx.annos.into_inner();
-            chunk_annos.warnings.into_iter().for_each(|w| annos.warn(w));
-            chunk_annos.infos.into_iter().for_each(|i| annos.info(i));
+            (
+                last,
+                Grid {
+                    start: grid.ts(first),
+                    end: grid.ts(last),
+                    step: step_ms,
+                },
+            )
+        };
+        let (mut last, mut chunk) = chunk_of(0, if one_pass { i64::MAX } else { CHUNK_FIRST_MS });
+        let mut ctx = self
+            .prepare(src, expr, chunk, grid, deadline, &mut carry)
+            .await?;
+        loop {
             // size the next chunk from this one's sample density
             let covered = (chunk.end - chunk.start + step_ms).max(1);
-            chunk_ms = if one_pass {
+            let chunk_ms = if one_pass {
                 i64::MAX
-            } else if loaded == 0 {
-                chunk_ms.saturating_mul(4)
+            } else if ctx.loaded == 0 {
+                (chunk.end - chunk.start)
+                    .max(CHUNK_FIRST_MS)
+                    .saturating_mul(4)
             } else {
-                let per_ms = loaded as f64 / covered as f64;
+                let per_ms = ctx.loaded as f64 / covered as f64;
                 let ms = (self.opts.range_chunk_samples as f64 / per_ms)
                     .clamp(1.0, i64::MAX as f64 / 4.0) as i64;
                 // down to half an hour, take whole hours: no partition file is read twice
@@ -495,7 +497,29 @@ impl Engine {
                     ms
                 }
             };
-            first = last + 1;
+            let evaluate = |ctx: &Ctx<'_>, chunk: Grid| -> Result<Vec<Series>> {
+                let val = ctx.eval(expr, chunk)?;
+                ctx.finish_range(val, chunk)
+            };
+            let next = (last + 1 < n).then(|| chunk_of(last + 1, chunk_ms));
+            let (series, next_ctx) = match next {
+                None => (evaluate(&ctx, chunk)?, None),
+                Some((next_last, next_chunk)) => {
+                    let (next_ctx, series) = futures::join!(
+                        self.prepare(src, expr, next_chunk, grid, deadline, &mut carry),
+                        async { evaluate(&ctx, chunk) }
+                    );
+                    (series?, Some((next_last, next_chunk, next_ctx?)))
+                }
+            };
+            out.push(series);
+            let chunk_annos = std::mem::take(&mut *ctx.annos.lock());
+            chunk_annos.warnings.into_iter().for_each(|w| annos.warn(w));
+            chunk_annos.infos.into_iter().for_each(|i| annos.info(i));
+            let Some((next_last, next_chunk, next_ctx)) = next_ctx else {
+                break;
+            };
+            (last, chunk, ctx) = (next_last, next_chunk, next_ctx);
         }
         Ok((out.finish(), annos))
     }
