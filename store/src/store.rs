@@ -381,8 +381,11 @@ impl Store {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<SeriesData>> {
+        if end_ms < start_ms || !self.may_hold_samples(start_ms, end_ms) {
+            return Ok(Vec::new());
+        }
         let sel = self.select_series(matchers);
-        if sel.is_empty() || end_ms < start_ms {
+        if sel.is_empty() {
             return Ok(Vec::new());
         }
         let mut attempt = 0;
@@ -408,6 +411,15 @@ impl Store {
                 })
             })
             .collect())
+    }
+
+    /// False when no memtable and no sample file holds a sample in `[start, end]` (a query
+    /// window before the data or in a gap): the scan need not select series at all.
+    fn may_hold_samples(&self, start: i64, end: i64) -> bool {
+        let mem = |m: &Memtable| !m.is_empty() && m.min_ts <= end && m.max_ts >= start;
+        mem(&self.active.read())
+            || self.frozen.read().iter().any(|f| mem(&f.mem))
+            || !self.files.read().overlapping(start, end).is_empty()
     }
 
     /// The samples of each series of `sel` in `[start, end]` (`None` when it has none), in the

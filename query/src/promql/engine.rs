@@ -184,6 +184,10 @@ pub(super) struct Ctx<'a> {
     annos: Mutex<Annotations>,
     /// Samples read for this evaluation (all selectors).
     loaded: usize,
+    /// The longest time span one selector read covers (ms; for windowed reads, their sum).
+    fetched_ms: i64,
+    /// The widest window one step of a selector reads (range or lookback).
+    window_ms: i64,
 }
 
 pub(super) fn exec(msg: impl Into<String>) -> Error {
@@ -199,13 +203,17 @@ pub(super) fn info_key(call: &parser::Call) -> usize {
     call as *const parser::Call as usize
 }
 
-/// One read planned before evaluation: the series matching any of `groups` in `[start, end]`.
+/// One read planned before evaluation: the series matching any of `groups` in `[start, end]`,
+/// or, when `windows` is not empty, only in those (disjoint, ascending) sub-ranges.
 #[derive(Debug)]
 struct Fetch {
     key: usize,
     groups: Vec<Vec<fleetgate_store::Matcher>>,
     start: i64,
     end: i64,
+    windows: Vec<(i64, i64)>,
+    /// The window one step reads (range or lookback); 0 for `@`-pinned and `info` reads.
+    back: i64,
 }
 
 /// What a [`Fetch`] selects, comparable: its matcher groups as `(name, op, value)`, each group
@@ -478,20 +486,34 @@ impl Engine {
             .prepare(src, expr, chunk, grid, deadline, &mut carry)
             .await?;
         loop {
-            // size the next chunk from this one's sample density
-            let covered = (chunk.end - chunk.start + step_ms).max(1);
+            // Size the next chunk from this one's sample density. A chunk of k steps reads
+            // (k - 1) steps plus the widest window (range + lookback + offsets) of every selector:
+            // when the step is longer than the window, only the windows are read, one step per
+            // chunk. Chunks of short steps span at least an hour, the store's partition, so no
+            // file is decoded for a fraction of it.
             let chunk_ms = if one_pass {
                 i64::MAX
-            } else if ctx.loaded == 0 {
-                (chunk.end - chunk.start)
-                    .max(CHUNK_FIRST_MS)
-                    .saturating_mul(4)
             } else {
-                let per_ms = ctx.loaded as f64 / covered as f64;
-                let ms = (self.opts.range_chunk_samples as f64 / per_ms)
-                    .clamp(1.0, i64::MAX as f64 / 4.0) as i64;
-                // down to half an hour, take whole hours: no partition file is read twice
-                if ms >= HOUR_MS / 2 {
+                let steps_read = (chunk.end - chunk.start) / step_ms.max(1) + 1;
+                // ms read for the first step, and for each further one: only the windows when
+                // steps are further apart than every window
+                let (base, per_step) = if step_ms > ctx.window_ms {
+                    (0, ctx.window_ms.max(1))
+                } else {
+                    (
+                        (ctx.fetched_ms - (steps_read - 1) * step_ms).max(1),
+                        step_ms,
+                    )
+                };
+                let steps = if ctx.loaded == 0 {
+                    steps_read.saturating_mul(4)
+                } else {
+                    let per_ms = ctx.loaded as f64 / ctx.fetched_ms.max(1) as f64;
+                    let span = self.opts.range_chunk_samples as f64 / per_ms;
+                    ((span - base as f64) / per_step as f64).clamp(1.0, 1e15) as i64
+                };
+                let ms = steps.saturating_mul(step_ms);
+                if step_ms < HOUR_MS {
                     ms.max(HOUR_MS)
                 } else {
                     ms
@@ -547,9 +569,11 @@ impl Engine {
             deadline,
             annos: Mutex::new(Annotations::default()),
             loaded: 0,
+            fetched_ms: 0,
+            window_ms: 0,
         };
         let mut wanted: Vec<Fetch> = Vec::new();
-        ctx.plan(expr, grid.start, grid.end, &mut wanted)?;
+        ctx.plan(expr, grid, &mut wanted)?;
         let prev = std::mem::take(carry);
         // Reads already made, by what they read: a selector repeated in the query (e.g.
         // `sum(rate(x[5m])) / count(rate(x[5m]))`) does not read the same files again.
@@ -559,13 +583,16 @@ impl Engine {
             groups,
             start,
             end,
+            windows,
+            back,
         } in wanted
         {
+            ctx.window_ms = ctx.window_ms.max(back);
             let sig = fetch_sig(&groups);
-            if let Some(r) = done
-                .iter()
-                .find(|r| r.sig == sig && r.start == start && r.end == end)
-            {
+            let windowed = !windows.is_empty();
+            if let Some(r) = done.iter().find(|r| {
+                r.sig == sig && r.start == start && r.end == end && r.windowed == windowed
+            }) {
                 ctx.data.insert(key, Arc::clone(&r.series));
                 continue;
             }
@@ -573,10 +600,21 @@ impl Engine {
             // the part after it is read now (an `@`-pinned selector is not read again at all).
             let before = prev
                 .iter()
-                .filter(|r| r.sig == sig && r.start <= start && start <= r.end.saturating_add(1))
+                .filter(|r| !r.windowed && !windowed && r.sig == sig)
+                .filter(|r| r.start <= start && start <= r.end.saturating_add(1))
                 .filter(|r| r.end <= end || (r.start, r.end) == (start, end))
                 .max_by_key(|r| r.end);
             let series = match before {
+                _ if windowed => {
+                    // every window at once: their files decode side by side
+                    let reads = futures::future::try_join_all(
+                        windows
+                            .iter()
+                            .map(|(a, b)| read_groups(src, &groups, *a, *b)),
+                    )
+                    .await?;
+                    Arc::new(concat_reads(reads))
+                }
                 Some(r) if (r.start, r.end) == (start, end) => Arc::clone(&r.series),
                 Some(r) => {
                     let fresh = read_groups(src, &groups, r.end + 1, end).await?;
@@ -584,8 +622,14 @@ impl Engine {
                 }
                 None => Arc::new(read_groups(src, &groups, start, end).await?),
             };
+            let read_ms = if windowed {
+                windows.iter().map(|(a, b)| b - a).sum()
+            } else {
+                end.saturating_sub(start)
+            };
             let samples: usize = series.iter().map(|s| s.timestamps.len()).sum();
             ctx.loaded += samples;
+            ctx.fetched_ms = ctx.fetched_ms.max(read_ms);
             if ctx.loaded > self.opts.max_samples {
                 return Err(Error::TooManySamples {
                     phase: "series selection",
@@ -597,6 +641,7 @@ impl Engine {
                 sig,
                 start,
                 end,
+                windowed,
                 series,
             });
             ctx.check_deadline()?;
@@ -605,13 +650,36 @@ impl Engine {
     }
 }
 
-/// One selector read: the series matching `sig` with their samples in `[start, end]`.
+/// One selector read: the series matching `sig` with their samples in `[start, end]` (only in
+/// the step windows within it when `windowed`).
 #[derive(Debug)]
 struct Read {
     sig: FetchSig,
     start: i64,
     end: i64,
+    windowed: bool,
     series: Arc<Vec<SeriesData>>,
+}
+
+/// Reads of consecutive, disjoint time ranges joined series by series, sorted by labels.
+fn concat_reads(reads: Vec<Vec<SeriesData>>) -> Vec<SeriesData> {
+    let mut by_id: HashMap<u64, SeriesData> = HashMap::new();
+    for read in reads {
+        for s in read {
+            match by_id.get_mut(&s.id) {
+                Some(e) => {
+                    e.timestamps.extend_from_slice(&s.timestamps);
+                    e.values.extend_from_slice(&s.values);
+                }
+                None => {
+                    by_id.insert(s.id, s);
+                }
+            }
+        }
+    }
+    let mut series: Vec<SeriesData> = by_id.into_values().collect();
+    series.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+    series
 }
 
 /// The series matching any of `groups` with their samples in `[start, end]`, sorted by labels.
@@ -731,19 +799,30 @@ impl Ctx<'_> {
         }
     }
 
-    /// Collects the reads of every selector evaluated over `[start, end]`.
-    fn plan(&self, expr: &Expr, start: i64, end: i64, out: &mut Vec<Fetch>) -> Result<()> {
+    /// Collects the reads of every selector evaluated at the steps of `grid`.
+    fn plan(&self, expr: &Expr, grid: Grid, out: &mut Vec<Fetch>) -> Result<()> {
+        let (start, end) = (grid.start, grid.end);
         let span = |vs: &VectorSelector, back: i64, out: &mut Vec<Fetch>| -> Result<()> {
             let (s, e) = match self.at_ms(&vs.at) {
                 Some(a) => (a, a),
                 None => (start, end),
             };
             let off = offset_ms(&vs.offset);
+            // steps further apart than the window: read only the windows
+            let windows = if vs.at.is_none() && grid.n() > 1 && grid.step > back {
+                (0..grid.n())
+                    .map(|i| (grid.ts(i) - off - back, grid.ts(i) - off))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             out.push(Fetch {
                 key: key(vs),
                 groups: selector_matchers(vs)?,
                 start: s - off - back,
                 end: e - off,
+                windows,
+                back: if vs.at.is_none() { back } else { 0 },
             });
             Ok(())
         };
@@ -758,23 +837,23 @@ impl Ctx<'_> {
                 let off = offset_ms(&sq.offset);
                 let step = self.subquery_step(sq);
                 let g = subquery_grid(s - off, e - off, sq.range.as_millis() as i64, step);
-                self.plan(&sq.expr, g.start, g.end, out)?;
+                self.plan(&sq.expr, g, out)?;
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
-                    self.plan(p, start, end, out)?;
+                    self.plan(p, grid, out)?;
                 }
-                self.plan(&a.expr, start, end, out)?;
+                self.plan(&a.expr, grid, out)?;
             }
-            Expr::Unary(u) => self.plan(&u.expr, start, end, out)?,
+            Expr::Unary(u) => self.plan(&u.expr, grid, out)?,
             Expr::Binary(b) => {
-                self.plan(&b.lhs, start, end, out)?;
-                self.plan(&b.rhs, start, end, out)?;
+                self.plan(&b.lhs, grid, out)?;
+                self.plan(&b.rhs, grid, out)?;
             }
-            Expr::Paren(p) => self.plan(&p.expr, start, end, out)?,
+            Expr::Paren(p) => self.plan(&p.expr, grid, out)?,
             Expr::Call(c) if c.func.name == "info" => {
                 if let Some(base) = c.args.args.first() {
-                    self.plan(base, start, end, out)?;
+                    self.plan(base, grid, out)?;
                 }
                 let sel = c.args.args.get(1).and_then(|a| match a.as_ref() {
                     Expr::VectorSelector(vs) => Some(vs),
@@ -793,11 +872,13 @@ impl Ctx<'_> {
                     groups: vec![functions::info_name_matchers(sel)?],
                     start: a.min(b) - self.opts.lookback_ms,
                     end: a.max(b),
+                    windows: Vec::new(),
+                    back: 0,
                 });
             }
             Expr::Call(c) => {
                 for a in &c.args.args {
-                    self.plan(a, start, end, out)?;
+                    self.plan(a, grid, out)?;
                 }
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}

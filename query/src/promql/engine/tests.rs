@@ -368,7 +368,7 @@ fn chunked_range_queries_match_one_pass() {
         range_chunk_samples: 0,
         ..EngineOptions::default()
     });
-    // tiny chunks: a step or two each
+    // the smallest chunks: an hour each (a step each at a 1 h step)
     let chunked = Engine::new(EngineOptions {
         range_chunk_samples: 50,
         ..EngineOptions::default()
