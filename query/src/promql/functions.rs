@@ -1178,30 +1178,11 @@ fn range_value(name: &str, w: &Window<'_>, p: f64) -> Option<f64> {
         a
     };
     Some(match name {
-        "rate" => {
-            return extrapolated_rate(
-                ts,
-                vs,
-                (end - range_ms, end),
-                range_ms,
-                true,
-                true,
-                w.no_resets,
-            );
-        }
-        "increase" => {
-            return extrapolated_rate(
-                ts,
-                vs,
-                (end - range_ms, end),
-                range_ms,
-                true,
-                false,
-                w.no_resets,
-            );
-        }
-        "delta" => {
-            return extrapolated_rate(ts, vs, (end - range_ms, end), range_ms, false, false, true);
+        "rate" | "increase" | "delta" => {
+            let counter = name != "delta";
+            let window = (end - range_ms, end);
+            let no_resets = !counter || w.no_resets;
+            return extrapolated_rate(ts, vs, window, range_ms, counter, name == "rate", no_resets);
         }
         "irate" | "idelta" => {
             if vs.len() < 2 {
