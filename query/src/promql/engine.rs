@@ -1,4 +1,4 @@
-//! Query evaluation: reads each selector once for the whole span, then evaluates the tree over all steps.
+//! Query evaluation: reads what each selector needs (range queries chunk by chunk) and evaluates the tree over the steps.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -261,8 +261,8 @@ pub(super) fn par_min_series(steps: usize) -> usize {
     (32_768 / steps.max(1)).max(16)
 }
 
-/// Span of a range query's first chunk; later chunks are sized from the sample density seen.
-const CHUNK_FIRST_MS: i64 = 3_600_000;
+/// The store's partition span: a range query's first chunk, and the shortest chunk of sub-hour
+/// steps (later chunks are sized from the sample density seen).
 const HOUR_MS: i64 = 3_600_000;
 
 /// The last step of the chunk starting at step `first` that spans about `chunk_ms`. Chunks of an
@@ -481,7 +481,7 @@ impl Engine {
                 },
             )
         };
-        let (mut last, mut chunk) = chunk_of(0, if one_pass { i64::MAX } else { CHUNK_FIRST_MS });
+        let (mut last, mut chunk) = chunk_of(0, if one_pass { i64::MAX } else { HOUR_MS });
         let mut ctx = self
             .prepare(src, expr, chunk, grid, deadline, &mut carry)
             .await?;
@@ -1031,30 +1031,28 @@ impl Ctx<'_> {
     /// [`Ctx::select_at`] for one series; `None` when it has no value at any step.
     fn select_one(&self, s: &SeriesData, refs: &[i64], want_ts: bool) -> Option<Ser> {
         let lookback = self.opts.lookback_ms;
-        {
-            let mut vals = Vec::with_capacity(refs.len());
-            let mut any = false;
-            for &r in refs {
-                let idx = s.timestamps.partition_point(|t| *t <= r);
-                let v = if idx == 0 {
-                    None
+        let mut vals = Vec::with_capacity(refs.len());
+        let mut any = false;
+        for &r in refs {
+            let idx = s.timestamps.partition_point(|t| *t <= r);
+            let v = if idx == 0 {
+                None
+            } else {
+                let (t, v) = (s.timestamps[idx - 1], s.values[idx - 1]);
+                if t > r - lookback && !is_stale_nan(v) {
+                    Some(if want_ts { t as f64 / 1000.0 } else { v })
                 } else {
-                    let (t, v) = (s.timestamps[idx - 1], s.values[idx - 1]);
-                    if t > r - lookback && !is_stale_nan(v) {
-                        Some(if want_ts { t as f64 / 1000.0 } else { v })
-                    } else {
-                        None
-                    }
-                };
-                any |= v.is_some();
-                vals.push(v);
-            }
-            any.then(|| Ser {
-                labels: s.labels.clone(),
-                drop_name: false,
-                vals,
-            })
+                    None
+                }
+            };
+            any |= v.is_some();
+            vals.push(v);
         }
+        any.then(|| Ser {
+            labels: s.labels.clone(),
+            drop_name: false,
+            vals,
+        })
     }
 
     /// A subquery: the inner expression on its own aligned grid, as raw series.
