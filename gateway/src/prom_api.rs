@@ -406,6 +406,17 @@ fn engine_for(st: &AppState, p: &Params) -> Result<Engine, ApiErr> {
     Ok(Engine::new(opts))
 }
 
+/// The `query` parameter, or the `bad_data` response Prometheus gives when it is missing.
+fn query_text(p: &Params) -> Result<String, Response> {
+    match p.get("query").filter(|s| !s.is_empty()) {
+        Some(t) => Ok(t.to_string()),
+        None => Err(api_error(
+            ErrorType::BadData,
+            "invalid parameter \"query\": no query given",
+        )),
+    }
+}
+
 /// GET/POST `/api/v1/query`: an instant query at `time` (default now).
 pub(crate) async fn query(
     State(st): State<Arc<AppState>>,
@@ -413,11 +424,9 @@ pub(crate) async fn query(
     body: Bytes,
 ) -> Response {
     let p = Params::parse(q.as_deref(), &body);
-    let Some(text) = p.get("query").filter(|s| !s.is_empty()).map(str::to_string) else {
-        return api_error(
-            ErrorType::BadData,
-            "invalid parameter \"query\": no query given",
-        );
+    let text = match query_text(&p) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let t = match p.time("time", crate::http::now_ms()) {
         Ok(t) => t,
@@ -443,11 +452,9 @@ pub(crate) async fn query_range(
     body: Bytes,
 ) -> Response {
     let p = Params::parse(q.as_deref(), &body);
-    let Some(text) = p.get("query").filter(|s| !s.is_empty()).map(str::to_string) else {
-        return api_error(
-            ErrorType::BadData,
-            "invalid parameter \"query\": no query given",
-        );
+    let text = match query_text(&p) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let (start, end) = match (p.get("start"), p.get("end")) {
         (Some(_), Some(_)) => match (p.time("start", 0), p.time("end", 0)) {
