@@ -407,10 +407,10 @@ fn engine_for(st: &AppState, p: &Params) -> Result<Engine, ApiErr> {
 }
 
 /// The `query` parameter, or the `bad_data` response Prometheus gives when it is missing.
-fn query_text(p: &Params) -> Result<String, Response> {
+fn query_text(p: &Params) -> Result<String, ApiErr> {
     match p.get("query").filter(|s| !s.is_empty()) {
         Some(t) => Ok(t.to_string()),
-        None => Err(api_error(
+        None => Err(ApiErr::new(
             ErrorType::BadData,
             "invalid parameter \"query\": no query given",
         )),
@@ -426,7 +426,7 @@ pub(crate) async fn query(
     let p = Params::parse(q.as_deref(), &body);
     let text = match query_text(&p) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let t = match p.time("time", crate::http::now_ms()) {
         Ok(t) => t,
@@ -454,7 +454,7 @@ pub(crate) async fn query_range(
     let p = Params::parse(q.as_deref(), &body);
     let text = match query_text(&p) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (start, end) = match (p.get("start"), p.get("end")) {
         (Some(_), Some(_)) => match (p.time("start", 0), p.time("end", 0)) {
