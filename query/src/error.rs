@@ -43,12 +43,26 @@ pub enum Error {
     },
     /// A range query asks for more points per series than allowed (Prometheus: 11,000).
     #[error(
-        "exceeded maximum resolution of {limit} points per timeseries. Try decreasing the query resolution (?step=XX)"
+        "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+        thousands(*.limit)
     )]
     TooManyPoints {
         /// The limit.
         limit: usize,
     },
+}
+
+/// `11000` as `11,000`, as Prometheus writes the limit.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The error classes of the Prometheus HTTP API (`errorType` in its JSON envelope).
@@ -100,4 +114,13 @@ impl Error {
             Error::Timeout(_) => ApiErrorType::Timeout,
         }
     }
+}
+
+#[cfg(test)]
+#[test]
+fn thousands_separators() {
+    assert_eq!(thousands(0), "0");
+    assert_eq!(thousands(999), "999");
+    assert_eq!(thousands(11_000), "11,000");
+    assert_eq!(thousands(1_234_567), "1,234,567");
 }

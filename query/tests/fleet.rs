@@ -993,16 +993,17 @@ async fn limits() {
     write(&store, "x", "cluster=c1", &pts).await;
     store.flush().await.unwrap();
 
-    // points per series: 11,000 is fine, 11,001 is refused before anything is read
+    // points per series: (end - start) / step = 11,000 is fine (11,001 points, as in
+    // Prometheus), 11,001 is refused before anything is read
     let engine = Engine::default();
     let step = 15 * SEC;
     let ok = engine
-        .range(store.as_ref(), "x", T0, T0 + 10_999 * step, step)
+        .range(store.as_ref(), "x", T0, T0 + 11_000 * step, step)
         .await
         .unwrap();
     assert!(matches!(ok, Value::Matrix(ref m) if m.len() == 1), "{ok:?}");
     let err = engine
-        .range(store.as_ref(), "x", T0, T0 + 11_000 * step, step)
+        .range(store.as_ref(), "x", T0, T0 + 11_001 * step, step)
         .await
         .unwrap_err();
     assert!(
@@ -1010,6 +1011,7 @@ async fn limits() {
         "{err:?}"
     );
     assert_eq!(err.api_error_type(), ApiErrorType::BadData);
+    assert!(err.to_string().contains("of 11,000 points"), "{err}");
 
     // samples: a tiny budget refuses the query as an `execution` error
     let tiny = Engine::new(EngineOptions {

@@ -22,7 +22,7 @@ pub struct EngineOptions {
     pub lookback_ms: i64,
     /// The most samples a query may hold at once in one node (Prometheus default 50,000,000).
     pub max_samples: usize,
-    /// The most points per series of a range query (Prometheus: 11,000).
+    /// The most `(end - start) / step` of a range query (Prometheus: 11,000; one more point).
     pub max_points_per_series: usize,
     /// Step of a subquery written without one (Prometheus: the global evaluation interval, 1m).
     pub default_subquery_step_ms: i64,
@@ -451,7 +451,8 @@ impl Engine {
             end: end_ms,
             step: step_ms,
         };
-        if grid.n() > self.opts.max_points_per_series {
+        // Prometheus's rule: (end - start) / step may be at most the limit
+        if (end_ms - start_ms) / step_ms > self.opts.max_points_per_series as i64 {
             return Err(Error::TooManyPoints {
                 limit: self.opts.max_points_per_series,
             });
