@@ -36,8 +36,11 @@ pub(crate) struct Config {
     /// Open dev mode (used only when `clusters` configures no token).
     pub(crate) dev: DevConfig,
     /// The cluster registry: one entry per sending cluster. A token maps to exactly one cluster,
-    /// and every series that arrives with it is stored with `cluster="<name>"`.
+    /// and every series that arrives with it is stored with `cluster="<name>"`. A cluster's token
+    /// also reads that one cluster's series.
     pub(crate) clusters: Vec<ClusterConfig>,
+    /// Readers: Grafana, teams, tools. Each sees the clusters of its `clusters` patterns only.
+    pub(crate) users: Vec<UserConfig>,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             limits: Limits::default(),
             dev: DevConfig::default(),
             clusters: Vec::new(),
+            users: Vec::new(),
         }
     }
 }
@@ -64,6 +68,11 @@ pub(crate) struct HttpConfig {
     /// Largest accepted decompressed remote-write payload in bytes (checked from the snappy header
     /// before allocating); larger payloads get 413. Default 128 MiB.
     pub(crate) max_decompressed_bytes: usize,
+    /// PEM certificate chain for HTTPS. With `tls_key_file`, the listener serves TLS only; a
+    /// configured certificate that cannot be used stops the start (never a fallback to HTTP).
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub(crate) tls_key_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +80,8 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 32 << 20,
             max_decompressed_bytes: 128 << 20,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -129,13 +140,25 @@ pub(crate) struct QueryConfig {
     /// Most samples a query may hold in memory at once; beyond it the query fails with an
     /// `execution` error instead of exhausting memory. Default 50,000,000.
     pub(crate) max_samples: usize,
+    /// Threads of the query pool (its own runtime and its own parallel-evaluation pool), apart
+    /// from the workers that decode, log and acknowledge writes. Default: half the cores,
+    /// rounded up (1 on a 2-core machine).
+    pub(crate) threads: usize,
+    /// Reads (PromQL, series, labels, export) evaluated at once. Default 8.
+    pub(crate) max_concurrency: usize,
+    /// Reads waiting for a slot; beyond it a read gets 503 + `Retry-After`. Default 16.
+    pub(crate) max_queued: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
             timeout: PromDuration(Duration::from_secs(120)),
             max_samples: 50_000_000,
+            threads: cores.div_ceil(2),
+            max_concurrency: 8,
+            max_queued: 16,
         }
     }
 }
@@ -175,6 +198,25 @@ pub(crate) struct ClusterConfig {
     pub(crate) labels: BTreeMap<String, String>,
     /// Per-cluster limit overrides; unset keys take the top-level `limits`.
     pub(crate) limits: Option<serde_yaml::Value>,
+}
+
+/// One reader (a person, Grafana, a team's tool).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct UserConfig {
+    /// The user name (HTTP basic auth; later the PostgreSQL login).
+    pub(crate) name: String,
+    /// The password in clear (dev only; prefer `password_scram`).
+    pub(crate) password: Option<String>,
+    /// The password as a PostgreSQL SCRAM-SHA-256 verifier
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`); `fleetgate passwd` prints one.
+    pub(crate) password_scram: Option<String>,
+    /// A bearer token in clear.
+    pub(crate) token: Option<String>,
+    /// The SHA-256 of the bearer token, hex.
+    pub(crate) token_sha256: Option<String>,
+    /// The clusters this user reads: names or globs (`eu-*`); `"*"` is the whole fleet.
+    pub(crate) clusters: Vec<String>,
 }
 
 /// A Prometheus-style duration (`500ms`, `15s`, `10m`, `1h30m`, `15d`, `2w`, `1y`) in config.
@@ -316,11 +358,16 @@ impl Config {
         Ok(cfg)
     }
 
-    /// True when no cluster has a token: the gateway is open and takes the cluster from the request.
+    /// True when no cluster has a token: writes are open and take the cluster from the request.
     pub(crate) fn open_mode(&self) -> bool {
         self.clusters
             .iter()
             .all(|c| c.token.is_none() && c.token_sha256.is_none())
+    }
+
+    /// True when reads need no credentials: no cluster token and no user is configured.
+    pub(crate) fn open_reads(&self) -> bool {
+        self.open_mode() && self.users.is_empty()
     }
 
     /// The resolved listen address.
@@ -392,6 +439,21 @@ impl Config {
         }
         if self.query.max_samples == 0 {
             bail!("config key `query.max_samples`: must be > 0");
+        }
+        if self.query.threads == 0 || self.query.threads > 1024 {
+            bail!("config key `query.threads`: must be between 1 and 1024");
+        }
+        if self.query.max_concurrency == 0 {
+            bail!("config key `query.max_concurrency`: must be > 0");
+        }
+        match (&self.http.tls_cert_file, &self.http.tls_key_file) {
+            (Some(_), None) => {
+                bail!("config key `http.tls_key_file`: required with http.tls_cert_file")
+            }
+            (None, Some(_)) => {
+                bail!("config key `http.tls_cert_file`: required with http.tls_key_file")
+            }
+            _ => {}
         }
         if s.compaction_min_files < 2 {
             bail!("config key `storage.compaction_min_files`: must be at least 2");
@@ -471,6 +533,71 @@ impl Config {
                 .collect();
             fleetgate_ingest::ClusterContext::new(c.name.as_str(), extra, limits)
                 .map_err(|e| anyhow::anyhow!("config key `clusters[{i}]`: {e}"))?;
+        }
+        self.validate_users(&mut tokens)
+    }
+
+    /// Checks `users`: unique names, one password form and one token form at most, at least one
+    /// credential, valid verifiers, digests and cluster patterns; no token shared with a cluster.
+    fn validate_users(&self, tokens: &mut HashSet<String>) -> anyhow::Result<()> {
+        use anyhow::bail;
+        let mut names = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            if u.name.is_empty() || u.name.contains(':') {
+                bail!("config key `{key}.name`: must be non-empty and contain no `:`");
+            }
+            if !names.insert(u.name.as_str()) {
+                bail!("config key `{key}.name`: duplicate user {:?}", u.name);
+            }
+            match (&u.password, &u.password_scram) {
+                (Some(_), Some(_)) => {
+                    bail!("config key `{key}`: set `password` or `password_scram`, not both")
+                }
+                (Some(p), None) if p.is_empty() => {
+                    bail!("config key `{key}.password`: must not be empty")
+                }
+                (None, Some(v)) => {
+                    crate::auth::ScramVerifier::parse(v)
+                        .map_err(|e| anyhow::anyhow!("config key `{key}.password_scram`: {e}"))?;
+                }
+                _ => {}
+            }
+            let digest = match (&u.token, &u.token_sha256) {
+                (Some(_), Some(_)) => {
+                    bail!("config key `{key}`: set `token` or `token_sha256`, not both")
+                }
+                (Some(t), None) if t.is_empty() => {
+                    bail!("config key `{key}.token`: must not be empty")
+                }
+                (Some(t), None) => Some(crate::auth::sha256_hex(t)),
+                (None, Some(h)) => {
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bail!("config key `{key}.token_sha256`: must be 64 hex digits");
+                    }
+                    Some(h.to_ascii_lowercase())
+                }
+                (None, None) => None,
+            };
+            if u.password.is_none() && u.password_scram.is_none() && digest.is_none() {
+                bail!(
+                    "config key `{key}`: needs a credential (`password`, `password_scram`, `token` or `token_sha256`)"
+                );
+            }
+            if let Some(d) = digest
+                && !tokens.insert(d)
+            {
+                bail!(
+                    "config key `{key}.token`: the same token is used by a cluster or another user"
+                );
+            }
+            if u.clusters.is_empty() {
+                bail!(
+                    "config key `{key}.clusters`: list the clusters this user reads (names, globs, or \"*\" for the whole fleet)"
+                );
+            }
+            fleetgate_query::scope::Scope::from_patterns(&u.clusters)
+                .map_err(|e| anyhow::anyhow!("config key `{key}.clusters`: {e}"))?;
         }
         Ok(())
     }
@@ -645,6 +772,79 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("storage.retention"), "{e}");
+    }
+
+    #[test]
+    fn users_are_validated_with_the_key_named() {
+        let clusters = "clusters:\n  - name: a\n    token: tok\n";
+        let ok = format!(
+            "{clusters}users:\n  - name: g\n    password: pw\n    clusters: [\"*\"]\n  - name: t\n    token: tt\n    clusters: [\"eu-*\", a]\n"
+        );
+        let cfg = load(&ok, &[], FlagOverrides::default()).unwrap();
+        assert_eq!(cfg.users.len(), 2);
+        assert!(!cfg.open_reads());
+        for (users, key) in [
+            ("  - name: g\n    clusters: [\"*\"]\n", "users[0]"),
+            ("  - name: g\n    password: p\n", "users[0].clusters"),
+            (
+                "  - name: g\n    password: p\n    password_scram: x\n    clusters: [a]\n",
+                "users[0]",
+            ),
+            (
+                "  - name: g\n    password_scram: md5xyz\n    clusters: [a]\n",
+                "users[0].password_scram",
+            ),
+            (
+                "  - name: g\n    token: tok\n    clusters: [a]\n",
+                "users[0].token",
+            ),
+            (
+                "  - name: g\n    token_sha256: abc\n    clusters: [a]\n",
+                "users[0].token_sha256",
+            ),
+            (
+                "  - name: g\n    password: p\n    clusters: [a]\n  - name: g\n    password: q\n    clusters: [a]\n",
+                "users[1].name",
+            ),
+            (
+                "  - name: \"a:b\"\n    password: p\n    clusters: [a]\n",
+                "users[0].name",
+            ),
+            (
+                "  - name: g\n    password: p\n    clusters: [\"\"]\n",
+                "users[0].clusters",
+            ),
+        ] {
+            let e = load(
+                &format!("{clusters}users:\n{users}"),
+                &[],
+                FlagOverrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        // users without any cluster token: writes stay open (loopback), reads need credentials
+        let cfg = load(
+            "users:\n  - name: g\n    password: p\n    clusters: [\"*\"]\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert!(cfg.open_mode() && !cfg.open_reads());
+        assert!(cfg.listen_addr().unwrap().ip().is_loopback());
+        let e = load(
+            "http:\n  tls_cert_file: /x\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("http.tls_key_file"), "{e}");
+        let e = load("query:\n  threads: 0\n", &[], FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("query.threads"), "{e}");
     }
 
     #[test]

@@ -5,18 +5,20 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleetgate_ingest::{ClusterContext, Ingester};
 use fleetgate_store::Store;
 use parking_lot::Mutex;
 
-use crate::auth::{AuthError, Authenticator, Identity};
+use crate::auth::{Authenticator, PrincipalKind};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::prom_api;
+use crate::query_pool::QueryPool;
 use crate::telemetry::{self, Telemetry};
 
 /// The engine parts that exist once the WAL has been replayed.
@@ -33,8 +35,10 @@ pub(crate) struct Core {
 pub(crate) struct AppState {
     /// The validated configuration.
     pub(crate) config: Arc<Config>,
-    /// Token → cluster.
+    /// Credentials → principal (a cluster's writer, or a reader with a cluster scope).
     pub(crate) auth: Authenticator,
+    /// Where reads run: apart from the workers that acknowledge writes.
+    pub(crate) pool: QueryPool,
     /// One context per configured cluster (same order as `config.clusters`).
     pub(crate) clusters: Vec<Arc<ClusterContext>>,
     /// Open-mode contexts created on demand, by cluster name.
@@ -47,7 +51,9 @@ pub(crate) struct AppState {
     pub(crate) reject_log: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
 }
 
-/// Builds the router.
+/// Builds the router. Every route but `/-/healthy`, `/-/ready` and `/metrics` authenticates:
+/// writes through [`AppState::auth`] in the handler, reads through the
+/// [`crate::reader::Reader`] / [`crate::reader::Authenticated`] extractor each read handler takes.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.http.max_body_bytes;
     Router::new()
@@ -83,7 +89,30 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/api/v1/export",
             get(crate::export::export).post(crate::export::export_form),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            track_request,
+        ))
         .with_state(state)
+}
+
+/// Counts every request and its latency by handler (the route); remote-write counts its own,
+/// with the cluster.
+async fn track_request(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    if let Some(h) = handler
+        && h != "/api/v1/write"
+        && h != "/api/v1/push"
+    {
+        st.telemetry
+            .request(&h, "", resp.status().as_u16(), started.elapsed());
+    }
+    resp
 }
 
 async fn healthy() -> &'static str {
@@ -123,8 +152,17 @@ async fn remote_write_inner(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<(String, Response), (String, ApiError)> {
-    let ctx = match st.auth.identify(headers) {
-        Ok(Identity::Cluster(i)) => match st.clusters.get(i) {
+    let principal = match st.auth.authenticate_write(headers) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err((
+                String::new(),
+                ApiError::client(StatusCode::UNAUTHORIZED, e.to_string()),
+            ));
+        }
+    };
+    let ctx = match principal.kind {
+        PrincipalKind::Cluster(i) => match st.clusters.get(i) {
             Some(c) => Arc::clone(c),
             None => {
                 return Err((
@@ -133,14 +171,18 @@ async fn remote_write_inner(
                 ));
             }
         },
-        Ok(Identity::Open) => st.open_context(headers),
-        Err(e) => {
-            let status = match e {
-                AuthError::Missing | AuthError::Unknown | AuthError::Scheme => {
-                    StatusCode::UNAUTHORIZED
-                }
-            };
-            return Err((String::new(), ApiError::client(status, e.to_string())));
+        PrincipalKind::Anonymous => st.open_context(headers),
+        PrincipalKind::User(_) => {
+            return Err((
+                String::new(),
+                ApiError::client(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "user {:?} may read but not write; remote-write needs a cluster token",
+                        principal.name
+                    ),
+                ),
+            ));
         }
     };
     let cluster = ctx.name.to_string();
@@ -276,6 +318,41 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         if st.core.get().is_some() { 1.0 } else { 0.0 },
     );
     st.telemetry.render(&mut out);
+    telemetry::family(
+        &mut out,
+        "fleetgate_auth_failures_total",
+        "counter",
+        "Requests refused for their credentials, by reason.",
+    );
+    for (reason, n) in st.auth.failure_counts() {
+        out.push_str(&format!(
+            "fleetgate_auth_failures_total{{reason=\"{reason}\"}} {n}\n"
+        ));
+    }
+    let ps = st.pool.stats();
+    let pool_metrics: [(&str, &str, &str, f64); 3] = [
+        (
+            "fleetgate_queries_in_flight",
+            "gauge",
+            "Reads running on the query pool.",
+            ps.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetgate_queries_queued",
+            "gauge",
+            "Reads waiting for a query slot.",
+            ps.queued.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetgate_queries_rejected_total",
+            "counter",
+            "Reads refused with 503: queue full, or waited too long for a slot.",
+            ps.rejected.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, v) in pool_metrics {
+        telemetry::single(&mut out, name, kind, help, v);
+    }
     if let Some(core) = st.core.get() {
         let s = core.store.stats();
         telemetry::single(
@@ -416,4 +493,115 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::config::{ClusterConfig, UserConfig};
+
+    fn state() -> Arc<AppState> {
+        let cfg = Config {
+            clusters: vec![ClusterConfig {
+                name: "alpha".into(),
+                token: Some("tok-a".into()),
+                ..Default::default()
+            }],
+            users: vec![UserConfig {
+                name: "grafana".into(),
+                password: Some("pw".into()),
+                clusters: vec!["*".into()],
+                ..Default::default()
+            }],
+            ..Config::default()
+        };
+        Arc::new(AppState {
+            auth: Authenticator::from_config(&cfg).unwrap(),
+            pool: QueryPool::new(1, 1, 1).unwrap(),
+            config: Arc::new(cfg),
+            clusters: Vec::new(),
+            open_clusters: Default::default(),
+            core: OnceLock::new(),
+            telemetry: Default::default(),
+            reject_log: Default::default(),
+        })
+    }
+
+    async fn call(app: &Router, uri: &str, auth: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().uri(uri);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_without_credentials_get_the_401_challenge() {
+        let app = router(state());
+        for uri in [
+            "/api/v1/query?query=up",
+            "/api/v1/query_range?query=up&start=1&end=2&step=1",
+            "/api/v1/series?match[]=up",
+            "/api/v1/labels",
+            "/api/v1/label/job/values",
+            "/api/v1/export?match[]=up",
+            "/api/v1/metadata",
+            "/api/v1/query_exemplars",
+            "/api/v1/rules",
+            "/api/v1/alerts",
+            "/api/v1/status/buildinfo",
+        ] {
+            for auth in [None, Some("Bearer wrong"), Some("Basic Z3JhZmFuYTp4")] {
+                let (status, headers, body) = call(&app, uri, auth).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} {auth:?}");
+                assert_eq!(
+                    headers.get(header::WWW_AUTHENTICATE).unwrap(),
+                    "Basic realm=\"fleetgate\"",
+                    "{uri}"
+                );
+                assert_eq!(
+                    headers.get(header::CONTENT_TYPE).unwrap(),
+                    "application/json"
+                );
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["status"], "error", "{body}");
+                assert_eq!(v["errorType"], "unauthorized", "{body}");
+                assert!(v["error"].as_str().unwrap().contains("auth") || auth.is_some());
+            }
+        }
+        // the right credentials pass authentication (the store is not open in this test: 503)
+        let (status, _, _) = call(&app, "/api/v1/labels", Some("Basic Z3JhZmFuYTpwdw==")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, _, body) = call(&app, "/api/v1/status/buildinfo", Some("Bearer tok-a")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // health and self-metrics stay open
+        for uri in ["/-/healthy", "/metrics"] {
+            assert_eq!(call(&app, uri, None).await.0, StatusCode::OK, "{uri}");
+        }
+        let (_, _, m) = call(&app, "/metrics", None).await;
+        assert!(
+            m.contains("fleetgate_auth_failures_total{reason=\"missing\"} 11"),
+            "{m}"
+        );
+        assert!(m.contains("fleetgate_queries_in_flight 0"), "{m}");
+        assert!(
+            m.contains("fleetgate_http_request_duration_seconds_count{handler=\"/api/v1/labels\"}"),
+            "{m}"
+        );
+    }
 }

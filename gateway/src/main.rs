@@ -6,9 +6,12 @@ mod error;
 mod export;
 mod http;
 mod prom_api;
+mod query_pool;
+mod reader;
 mod serve;
 mod simulate;
 mod telemetry;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -28,6 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Play a fleet of simulated clusters sending remote-write to a gateway (or record the payloads).
     Simulate(simulate::SimulateArgs),
+    /// Read a password on stdin and print its SCRAM-SHA-256 verifier for `users[].password_scram`.
+    Passwd,
 }
 
 /// Flags of `fleetgate serve`. Each also reads a `FLEETGATE_*` env var; any config key can be set
@@ -75,5 +80,23 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve::run(cfg))
         }
         Command::Simulate(args) => rt.block_on(simulate::run(args)),
+        Command::Passwd => passwd(),
     }
+}
+
+/// `fleetgate passwd`: the first line of stdin (without its line ending) → a verifier on stdout.
+fn passwd() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("password (echoed; pipe it in to keep it off the screen):");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!("empty password on stdin");
+    }
+    println!("{}", auth::new_verifier(password)?);
+    Ok(())
 }

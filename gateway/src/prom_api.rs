@@ -3,20 +3,20 @@
 //! Prometheus's response envelope and value encoding, parameter parsing (GET query string or POST
 //! form) and error types.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fleetgate_query::metadata::{self, TimeRange};
 use fleetgate_query::promql::{Annotations, Engine, EngineOptions, Value as QueryValue};
-use fleetgate_query::selector::parse_selector;
 use fleetgate_query::time::parse_time_ms;
 use fleetgate_store::Labels;
 use serde_json::{Map, Value, json};
 
 use crate::http::AppState;
+use crate::reader::{Authenticated, Reader};
 
 /// Prometheus API error types and their HTTP statuses (`getDefaultErrorCode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +27,10 @@ pub(crate) enum ErrorType {
     Execution,
     /// 503
     Timeout,
-    /// 503 (not ready)
+    /// 503 (not ready, or the query pool is full)
     Unavailable,
+    /// 499 (the client went away)
+    Canceled,
     /// 500
     Internal,
 }
@@ -40,6 +42,7 @@ impl ErrorType {
             ErrorType::Execution => "execution",
             ErrorType::Timeout => "timeout",
             ErrorType::Unavailable => "unavailable",
+            ErrorType::Canceled => "canceled",
             ErrorType::Internal => "internal",
         }
     }
@@ -49,6 +52,8 @@ impl ErrorType {
             ErrorType::BadData => StatusCode::BAD_REQUEST,
             ErrorType::Execution => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorType::Timeout | ErrorType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            // nginx's "client closed request": nobody is left to read it
+            ErrorType::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ErrorType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -187,50 +192,6 @@ fn labels_json(l: &Labels) -> Value {
     Value::Object(m)
 }
 
-/// Label sets of the series matching any `match[]` selector that have samples in the range.
-async fn matching_series(
-    st: &AppState,
-    selectors: &[String],
-    start: i64,
-    end: i64,
-) -> Result<Vec<Labels>, ApiErr> {
-    let Some(core) = st.core.get() else {
-        return Err(ApiErr::new(
-            ErrorType::Unavailable,
-            "replaying the WAL; not ready yet",
-        ));
-    };
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for sel in selectors {
-        let groups = parse_selector(sel).map_err(|e| {
-            ApiErr::new(
-                ErrorType::BadData,
-                &format!("invalid parameter \"match[]\": {e}"),
-            )
-        })?;
-        for group in groups {
-            let found = core
-                .store
-                .scan(&group, start, end)
-                .await
-                .map_err(|e| match e {
-                    fleetgate_store::Error::InvalidRegex { .. } => {
-                        ApiErr::new(ErrorType::BadData, &e.to_string())
-                    }
-                    other => ApiErr::new(ErrorType::Internal, &other.to_string()),
-                })?;
-            for s in found {
-                if seen.insert(s.id) {
-                    out.push(s.labels);
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
-    Ok(out)
-}
-
 fn truncate<T>(v: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
     if limit > 0 && v.len() > limit {
         v.truncate(limit);
@@ -238,35 +199,39 @@ fn truncate<T>(v: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
     }
 }
 
-/// `start`, `end` (defaults: all time) and `limit` of the metadata endpoints.
-fn range_and_limit(p: &Params) -> Result<(i64, i64, usize), ApiErr> {
-    Ok((
-        p.time("start", MIN_TIME)?,
-        p.time("end", MAX_TIME)?,
-        p.limit()?,
-    ))
+/// `start`, `end` (absent: unbounded) and `limit` of the metadata endpoints.
+fn range_and_limit(p: &Params) -> Result<(TimeRange, usize), ApiErr> {
+    let opt = |key: &'static str| -> Result<Option<i64>, ApiErr> {
+        match p.get(key).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(_) => p.time(key, 0).map(Some),
+        }
+    };
+    let range = TimeRange {
+        start: opt("start")?,
+        end: opt("end")?,
+    };
+    Ok((range, p.limit()?))
 }
 
-/// A sorted, de-duplicated, limited list of strings: from the whole catalog when there is no
-/// `match[]`, else from the label sets of the matching series with samples in the range.
-async fn label_strings(
-    st: &AppState,
-    p: &Params,
-    from_catalog: impl FnOnce(&fleetgate_store::Store) -> Vec<String>,
-    from_series: impl Fn(&Labels) -> Vec<String>,
-) -> Result<Response, ApiErr> {
-    let (start, end, limit) = range_and_limit(p)?;
-    let selectors = p.all("match[]");
-    let set: BTreeSet<String> = if selectors.is_empty() {
-        let core = st.core.get().ok_or_else(|| {
-            ApiErr::new(ErrorType::Unavailable, "replaying the WAL; not ready yet")
-        })?;
-        from_catalog(&core.store).into_iter().collect()
+/// A metadata error: bad selectors and regexes are the client's, the rest internal.
+fn metadata_error(e: &fleetgate_query::Error) -> ApiErr {
+    if e.is_client_error() {
+        ApiErr::new(
+            ErrorType::BadData,
+            &format!("invalid parameter \"match[]\": {e}"),
+        )
     } else {
-        let found = matching_series(st, &selectors, start, end).await?;
-        found.iter().flat_map(&from_series).collect()
-    };
-    let mut list: Vec<String> = set.into_iter().collect();
+        ApiErr::new(ErrorType::Internal, &e.to_string())
+    }
+}
+
+/// A sorted list of strings (label names or values) as the API answers it, limited.
+fn string_list(
+    r: Result<Vec<String>, fleetgate_query::Error>,
+    limit: usize,
+) -> Result<Response, ApiErr> {
+    let mut list = r.map_err(|e| metadata_error(&e))?;
     let mut warnings = Vec::new();
     truncate(&mut list, limit, &mut warnings);
     Ok(api_success(json!(list), &warnings))
@@ -275,19 +240,25 @@ async fn label_strings(
 /// GET/POST `/api/v1/series`.
 pub(crate) async fn series(
     State(st): State<Arc<AppState>>,
+    reader: Reader,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Result<Response, ApiErr> {
+) -> Result<Response, Response> {
     let p = Params::parse(q.as_deref(), &body);
     let selectors = p.all("match[]");
     if selectors.is_empty() {
-        return Err(ApiErr::new(
-            ErrorType::BadData,
-            "no match[] parameter provided",
-        ));
+        return Err(
+            ApiErr::new(ErrorType::BadData, "no match[] parameter provided").into_response(),
+        );
     }
-    let (start, end, limit) = range_and_limit(&p)?;
-    let mut found = matching_series(&st, &selectors, start, end).await?;
+    let (range, limit) = range_and_limit(&p).map_err(IntoResponse::into_response)?;
+    let view = Arc::clone(&reader.view);
+    let found = reader
+        .run(&st, "series", move |_| async move {
+            metadata::series(&view, &selectors, range).await
+        })
+        .await?;
+    let mut found = found.map_err(|e| metadata_error(&e).into_response())?;
     let mut warnings = Vec::new();
     truncate(&mut found, limit, &mut warnings);
     Ok(api_success(
@@ -299,34 +270,41 @@ pub(crate) async fn series(
 /// GET/POST `/api/v1/labels`.
 pub(crate) async fn labels(
     State(st): State<Arc<AppState>>,
+    reader: Reader,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Result<Response, ApiErr> {
+) -> Result<Response, Response> {
     let p = Params::parse(q.as_deref(), &body);
-    label_strings(
-        &st,
-        &p,
-        |store| store.label_names(),
-        |l| l.iter().map(|x| x.name.to_string()).collect(),
-    )
-    .await
+    let (range, limit) = range_and_limit(&p).map_err(IntoResponse::into_response)?;
+    let selectors = p.all("match[]");
+    let view = Arc::clone(&reader.view);
+    let r = reader
+        .run(&st, "labels", move |_| async move {
+            metadata::label_names(&view, &selectors, range).await
+        })
+        .await?;
+    string_list(r, limit).map_err(IntoResponse::into_response)
 }
 
-/// GET `/api/v1/label/<name>/values`.
+/// GET/POST `/api/v1/label/<name>/values`.
 pub(crate) async fn label_values(
     State(st): State<Arc<AppState>>,
+    reader: Reader,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Response, ApiErr> {
-    let p = Params::parse(q.as_deref(), &[]);
+    body: Bytes,
+) -> Result<Response, Response> {
+    let p = Params::parse(q.as_deref(), &body);
     let name = unescape_name(&name);
-    label_strings(
-        &st,
-        &p,
-        |store| store.label_values(&name),
-        |l| l.get(&name).map(str::to_string).into_iter().collect(),
-    )
-    .await
+    let (range, limit) = range_and_limit(&p).map_err(IntoResponse::into_response)?;
+    let selectors = p.all("match[]");
+    let view = Arc::clone(&reader.view);
+    let r = reader
+        .run(&st, "label_values", move |_| async move {
+            metadata::label_values(&view, &name, &selectors, range).await
+        })
+        .await?;
+    string_list(r, limit).map_err(IntoResponse::into_response)
 }
 
 /// Prometheus's `model.UnescapeName` for names escaped as `U__…` (`__` is `_`, `_<hex>_` a code point).
@@ -362,6 +340,7 @@ fn query_error(e: &fleetgate_query::Error) -> Response {
         ApiErrorType::BadData => ErrorType::BadData,
         ApiErrorType::Execution => ErrorType::Execution,
         ApiErrorType::Timeout => ErrorType::Timeout,
+        ApiErrorType::Canceled => ErrorType::Canceled,
         ApiErrorType::Internal => ErrorType::Internal,
     };
     api_error(kind, &e.to_string())
@@ -388,7 +367,7 @@ fn duration_ms(p: &Params, key: &'static str) -> Result<Option<i64>, ApiErr> {
         })
 }
 
-fn engine_for(st: &AppState, p: &Params) -> Result<Engine, ApiErr> {
+fn engine_options(st: &AppState, p: &Params) -> Result<EngineOptions, ApiErr> {
     let mut opts = EngineOptions {
         timeout: Some(st.config.query.timeout.0),
         ..EngineOptions::default()
@@ -403,7 +382,7 @@ fn engine_for(st: &AppState, p: &Params) -> Result<Engine, ApiErr> {
     {
         opts.lookback_ms = lb;
     }
-    Ok(Engine::new(opts))
+    Ok(opts)
 }
 
 /// The `query` parameter, or the `bad_data` response Prometheus gives when it is missing.
@@ -420,78 +399,77 @@ fn query_text(p: &Params) -> Result<String, ApiErr> {
 /// GET/POST `/api/v1/query`: an instant query at `time` (default now).
 pub(crate) async fn query(
     State(st): State<Arc<AppState>>,
+    reader: Reader,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Response {
+) -> Result<Response, Response> {
     let p = Params::parse(q.as_deref(), &body);
-    let text = match query_text(&p) {
-        Ok(t) => t,
-        Err(r) => return r.into_response(),
-    };
-    let t = match p.time("time", crate::http::now_ms()) {
-        Ok(t) => t,
-        Err(r) => return r.into_response(),
-    };
-    let engine = match engine_for(&st, &p) {
-        Ok(e) => e,
-        Err(r) => return r.into_response(),
-    };
-    let Some(core) = st.core.get() else {
-        return api_error(ErrorType::Unavailable, "replaying the WAL; not ready yet");
-    };
-    match engine.instant_annotated(&*core.store, &text, t).await {
-        Ok((v, notes)) => api_success_raw(&encode_value(&v), &notes),
-        Err(e) => query_error(&e),
+    let text = query_text(&p).map_err(IntoResponse::into_response)?;
+    let t = p
+        .time("time", crate::http::now_ms())
+        .map_err(IntoResponse::into_response)?;
+    let mut opts = engine_options(&st, &p).map_err(IntoResponse::into_response)?;
+    let view = Arc::clone(&reader.view);
+    let r = reader
+        .run(&st, "query", move |cancel| async move {
+            opts.cancel = Some(cancel);
+            let r = Engine::new(opts).instant_annotated(&*view, &text, t).await;
+            // encoded on the pool too: a large answer is work
+            r.map(|(v, notes)| (encode_value(&v), notes))
+        })
+        .await?;
+    match r {
+        Ok((data, notes)) => Ok(api_success_raw(&data, &notes)),
+        Err(e) => Err(query_error(&e)),
     }
 }
 
 /// GET/POST `/api/v1/query_range`: `query` at `start, start+step, …, end`.
 pub(crate) async fn query_range(
     State(st): State<Arc<AppState>>,
+    reader: Reader,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Response {
+) -> Result<Response, Response> {
     let p = Params::parse(q.as_deref(), &body);
-    let text = match query_text(&p) {
-        Ok(t) => t,
-        Err(r) => return r.into_response(),
-    };
+    let text = query_text(&p).map_err(IntoResponse::into_response)?;
     let (start, end) = match (p.get("start"), p.get("end")) {
-        (Some(_), Some(_)) => match (p.time("start", 0), p.time("end", 0)) {
-            (Ok(s), Ok(e)) => (s, e),
-            (Err(r), _) | (_, Err(r)) => return r.into_response(),
-        },
+        (Some(_), Some(_)) => (
+            p.time("start", 0).map_err(IntoResponse::into_response)?,
+            p.time("end", 0).map_err(IntoResponse::into_response)?,
+        ),
         _ => {
-            return api_error(
+            return Err(api_error(
                 ErrorType::BadData,
                 "invalid parameter \"start\"/\"end\": both are required",
-            );
+            ));
         }
     };
     let step = match duration_ms(&p, "step") {
         Ok(Some(s)) if s > 0 => s,
         Ok(_) => {
-            return api_error(
+            return Err(api_error(
                 ErrorType::BadData,
                 "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-            );
+            ));
         }
-        Err(r) => return r.into_response(),
+        Err(r) => return Err(r.into_response()),
     };
     // end before start and more than 11,000 steps are refused by the engine, before any read
-    let engine = match engine_for(&st, &p) {
-        Ok(e) => e,
-        Err(r) => return r.into_response(),
-    };
-    let Some(core) = st.core.get() else {
-        return api_error(ErrorType::Unavailable, "replaying the WAL; not ready yet");
-    };
-    match engine
-        .range_annotated(&*core.store, &text, start, end, step)
-        .await
-    {
-        Ok((v, notes)) => api_success_raw(&encode_value(&v), &notes),
-        Err(e) => query_error(&e),
+    let mut opts = engine_options(&st, &p).map_err(IntoResponse::into_response)?;
+    let view = Arc::clone(&reader.view);
+    let r = reader
+        .run(&st, "query_range", move |cancel| async move {
+            opts.cancel = Some(cancel);
+            let r = Engine::new(opts)
+                .range_annotated(&*view, &text, start, end, step)
+                .await;
+            r.map(|(v, notes)| (encode_value(&v), notes))
+        })
+        .await?;
+    match r {
+        Ok((data, notes)) => Ok(api_success_raw(&data, &notes)),
+        Err(e) => Err(query_error(&e)),
     }
 }
 
@@ -633,12 +611,12 @@ pub(crate) fn format_float(v: f64) -> String {
 }
 
 /// GET `/api/v1/metadata`: fleetgate does not keep remote-write metadata yet, so the map is empty.
-pub(crate) async fn metadata() -> Response {
+pub(crate) async fn metadata(_: Authenticated) -> Response {
     api_success(json!({}), &[])
 }
 
 /// GET `/api/v1/status/buildinfo`: Prometheus-shaped, so Grafana detects a Prometheus flavour.
-pub(crate) async fn buildinfo() -> Response {
+pub(crate) async fn buildinfo(_: Authenticated) -> Response {
     api_success(
         json!({
             "version": "3.0.0",
@@ -653,7 +631,11 @@ pub(crate) async fn buildinfo() -> Response {
 }
 
 /// GET/POST `/api/v1/query_exemplars`: no exemplars are stored; an empty list.
-pub(crate) async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Response {
+pub(crate) async fn query_exemplars(
+    _: Authenticated,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
     let p = Params::parse(q.as_deref(), &body);
     if let Err(r) = p
         .time("start", MIN_TIME)
@@ -665,12 +647,12 @@ pub(crate) async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Respo
 }
 
 /// GET `/api/v1/rules`: no rules yet.
-pub(crate) async fn rules() -> Response {
+pub(crate) async fn rules(_: Authenticated) -> Response {
     api_success(json!({"groups": []}), &[])
 }
 
 /// GET `/api/v1/alerts`: no alerts yet.
-pub(crate) async fn alerts() -> Response {
+pub(crate) async fn alerts(_: Authenticated) -> Response {
     api_success(json!({"alerts": []}), &[])
 }
 

@@ -7,25 +7,17 @@ use anyhow::Context as _;
 use fleetgate_ingest::{ClusterContext, IngestOptions, Ingester};
 use fleetgate_store::{CacheOptions, Store, StoreOptions};
 
-use crate::auth::{Authenticator, sha256_hex};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::{self, AppState, Core};
+use crate::query_pool::QueryPool;
 
 /// Runs the gateway until SIGTERM/SIGINT, then flushes and fsyncs everything.
 pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
     let addr = cfg.listen_addr()?;
     let open = cfg.open_mode();
-    let mut digests = Vec::new();
     let mut clusters = Vec::new();
     for (i, c) in cfg.clusters.iter().enumerate() {
-        let digest = match (&c.token, &c.token_sha256) {
-            (Some(t), _) => Some(sha256_hex(t)),
-            (None, Some(h)) => Some(h.to_ascii_lowercase()),
-            (None, None) => None,
-        };
-        if let Some(d) = digest {
-            digests.push((d, i));
-        }
         let extra: Vec<(String, String)> = c
             .labels
             .iter()
@@ -35,7 +27,12 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("config key `clusters[{i}]`: {e}"))?;
         clusters.push(Arc::new(ctx));
     }
-    let auth = Authenticator::new(digests)?;
+    let auth = Authenticator::from_config(&cfg)?;
+    // TLS is loaded before anything listens: an unusable certificate stops the start.
+    let tls = match (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     if open {
         tracing::warn!(
             %addr,
@@ -47,10 +44,30 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::warn!(%addr, "OPEN DEV MODE on a non-loopback address: anyone who can reach it can write");
         }
     }
+    if auth.open_reads() {
+        tracing::warn!(
+            %addr,
+            "OPEN DEV MODE: reads need no credentials; anyone who can reach the gateway reads every \
+             cluster. Configure `users:` or cluster tokens to require them."
+        );
+    }
+    // Reads run on their own threads: the query runtime, and rayon's pool for series-parallel
+    // evaluation, both `query.threads` wide, so the workers that acknowledge writes stay free.
+    let threads = cfg.query.threads;
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("fleetgate-eval-{i}"))
+        .build_global()
+    {
+        tracing::debug!(error = %e, "rayon pool already set up");
+    }
+    let pool = QueryPool::new(threads, cfg.query.max_concurrency, cfg.query.max_queued)
+        .context("starting the query pool")?;
     let cfg = Arc::new(cfg);
     let state = Arc::new(AppState {
         config: Arc::clone(&cfg),
         auth,
+        pool,
         clusters,
         open_clusters: Default::default(),
         core: OnceLock::new(),
@@ -66,7 +83,10 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         addr = %local,
         data_dir = %cfg.data_dir.display(),
         clusters = cfg.clusters.len(),
+        users = cfg.users.len(),
         open_mode = open,
+        tls = tls.is_some(),
+        query_threads = threads,
         version = env!("CARGO_PKG_VERSION"),
         "fleetgate listening"
     );
@@ -74,13 +94,24 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let app = http::router(Arc::clone(&state));
     let mut server_rx = shutdown_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_rx.wait_for(|v| *v).await;
+    let shutdown = async move {
+        let _ = server_rx.wait_for(|v| *v).await;
+    };
+    let server = match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
             })
-            .await
-    });
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }),
+    };
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         let _ = shutdown_tx.send(true);

@@ -12,52 +12,75 @@ pub(crate) const LATENCY_BOUNDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Bucket bounds of samples-read-per-query histograms.
+pub(crate) const SAMPLE_BOUNDS: &[f64] = &[1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+/// Bucket bounds of query durations in seconds (queries run up to `query.timeout`, 2 min).
+pub(crate) const QUERY_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
 /// A fixed-bucket histogram (non-cumulative bucket counts; rendered cumulative).
 #[derive(Debug)]
 pub(crate) struct Histogram {
+    bounds: &'static [f64],
     counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
+    /// Sum of the observations, as `f64` bits.
+    sum_bits: AtomicU64,
     count: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self {
-            counts: (0..=LATENCY_BOUNDS.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+        Self::with_bounds(LATENCY_BOUNDS)
     }
 }
 
 impl Histogram {
-    /// Records one observation.
+    /// A histogram with these bucket bounds.
+    pub(crate) fn with_bounds(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_bits: AtomicU64::new(0f64.to_bits()),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one duration, in seconds.
     pub(crate) fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let idx = LATENCY_BOUNDS
+        self.observe_value(d.as_secs_f64());
+    }
+
+    /// Records one value.
+    pub(crate) fn observe_value(&self, v: f64) {
+        let idx = self
+            .bounds
             .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BOUNDS.len());
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
         if let Some(c) = self.counts.get(idx) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        let _ = self
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    /// Writes the buckets, sum and count with these labels (`k="v",…`, may be empty).
+    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cum = 0u64;
         let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in LATENCY_BOUNDS.iter().enumerate() {
+        for (i, b) in self.bounds.iter().enumerate() {
             cum += self.counts[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = f64::from_bits(self.sum_bits.load(Ordering::Relaxed));
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
@@ -71,6 +94,8 @@ pub(crate) struct Telemetry {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     request_latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
     series_created: Mutex<BTreeMap<String, u64>>,
+    query_duration: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
+    query_samples: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
 }
 
 impl Telemetry {
@@ -119,6 +144,27 @@ impl Telemetry {
             std::sync::Arc::clone(m.entry(handler.to_string()).or_default())
         };
         h.observe(d);
+    }
+
+    /// Records one finished read of `kind` (`query`, `query_range`, `series`, …): its duration
+    /// and the samples it read.
+    pub(crate) fn query(&self, kind: &'static str, d: Duration, samples: u64) {
+        let (dur, smp) = {
+            let mut a = self.query_duration.lock();
+            let dur = std::sync::Arc::clone(
+                a.entry(kind)
+                    .or_insert_with(|| std::sync::Arc::new(Histogram::with_bounds(QUERY_BOUNDS))),
+            );
+            drop(a);
+            let mut b = self.query_samples.lock();
+            let smp = std::sync::Arc::clone(
+                b.entry(kind)
+                    .or_insert_with(|| std::sync::Arc::new(Histogram::with_bounds(SAMPLE_BOUNDS))),
+            );
+            (dur, smp)
+        };
+        dur.observe(d);
+        smp.observe_value(samples as f64);
     }
 
     /// Renders this registry plus the given gauges/extra text.
@@ -188,6 +234,32 @@ impl Telemetry {
                 out,
                 "fleetgate_http_request_duration_seconds",
                 &format!("handler=\"{}\"", esc(h)),
+            );
+        }
+        family(
+            out,
+            "fleetgate_query_duration_seconds",
+            "histogram",
+            "Time reads spent on the query pool (PromQL, series, labels, export), by kind.",
+        );
+        for (k, hist) in self.query_duration.lock().iter() {
+            hist.render(
+                out,
+                "fleetgate_query_duration_seconds",
+                &format!("kind=\"{k}\""),
+            );
+        }
+        family(
+            out,
+            "fleetgate_query_samples_read",
+            "histogram",
+            "Samples read per query, by kind.",
+        );
+        for (k, hist) in self.query_samples.lock().iter() {
+            hist.render(
+                out,
+                "fleetgate_query_samples_read",
+                &format!("kind=\"{k}\""),
             );
         }
     }

@@ -1,6 +1,7 @@
 //! Grafana's Prometheus datasource, replayed: the request sequence its backend sends (health check,
 //! flavour detection, exemplar and rules probes, autocomplete, panel queries with step-aligned
-//! ranges, POST with GET fallback), checking every response shape it parses.
+//! ranges, POST with GET fallback), checking every response shape it parses. Grafana is set up
+//! with basic auth (the datasource's "Basic auth" user and password), as a fleet-wide reader.
 
 use crate::harness::*;
 
@@ -9,10 +10,13 @@ fn json(body: &str) -> serde_json::Value {
 }
 
 fn post_form(addr: &str, path: &str, form: &str) -> (u16, serde_json::Value) {
-    let h = vec![(
-        "Content-Type".to_string(),
-        "application/x-www-form-urlencoded".to_string(),
-    )];
+    let h = vec![
+        (
+            "Content-Type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("Authorization".to_string(), READER_AUTH.to_string()),
+    ];
     let (code, body) = http_request(addr, "POST", path, &h, form.as_bytes()).expect("post");
     let v = if code == 405 {
         serde_json::Value::Null

@@ -24,7 +24,15 @@ pub(crate) struct Gateway {
     pub stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-/// A config with two clusters (tokens `tok-a` → `alpha`, `tok-b` → `beta`), small limits for tests.
+/// The fleet-wide reader of the test configs; [`http_get`] sends its credentials.
+pub(crate) const READER_USER: &str = "test-reader";
+/// Its password.
+pub(crate) const READER_PASSWORD: &str = "reader-pw";
+/// `Authorization` value of [`READER_USER`] (basic auth).
+pub(crate) const READER_AUTH: &str = "Basic dGVzdC1yZWFkZXI6cmVhZGVyLXB3";
+
+/// A config with two clusters (tokens `tok-a` → `alpha`, `tok-b` → `beta`) and a fleet-wide
+/// reader ([`READER_USER`]), small limits for tests.
 pub(crate) fn two_cluster_config(dir: &Path, extra: &str) -> PathBuf {
     cluster_config(
         dir,
@@ -37,7 +45,7 @@ pub(crate) fn two_cluster_config(dir: &Path, extra: &str) -> PathBuf {
 pub(crate) fn cluster_config(dir: &Path, limits: &str, extra: &str) -> PathBuf {
     let p = dir.join("fleetgate.yaml");
     let text = format!(
-        "{limits}{extra}\nclusters:\n  - name: alpha\n    token: tok-a\n    labels: {{region: eu}}\n  - name: beta\n    token: tok-b\n"
+        "{limits}{extra}\nclusters:\n  - name: alpha\n    token: tok-a\n    labels: {{region: eu}}\n  - name: beta\n    token: tok-b\nusers:\n  - name: {READER_USER}\n    password: {READER_PASSWORD}\n    clusters: [\"*\"]\n"
     );
     std::fs::write(&p, text).expect("write config");
     p
@@ -279,9 +287,16 @@ pub(crate) fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// GET over a fresh HTTP/1.1 connection.
+/// GET over a fresh HTTP/1.1 connection, as the test configs' fleet-wide reader (open mode
+/// ignores the credentials).
 pub(crate) fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    http_request(addr, "GET", path, &[], &[])
+    http_request(
+        addr,
+        "GET",
+        path,
+        &[("Authorization".into(), READER_AUTH.into())],
+        &[],
+    )
 }
 
 /// A minimal blocking HTTP/1.1 client (one request per connection), enough for tests.

@@ -10,3 +10,5 @@ mod interop;
 mod interop_promql;
 mod ops;
 mod prom_api;
+mod read_scope;
+mod tls_passwd;

@@ -65,10 +65,13 @@ fn metadata_endpoints_answer_like_prometheus() {
     assert_eq!(v["data"][0]["job"], "api");
 
     // POST form, as Grafana's backend sends by default
-    let h = vec![(
-        "Content-Type".to_string(),
-        "application/x-www-form-urlencoded".to_string(),
-    )];
+    let h = vec![
+        (
+            "Content-Type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("Authorization".to_string(), READER_AUTH.to_string()),
+    ];
     let form = format!(
         "match[]={}&start={start}&end={end}",
         urlencode("{__name__!=\"\"}")
@@ -197,10 +200,13 @@ fn query_and_query_range_answer_like_prometheus() {
     assert!((got[1].1 - 2.0).abs() < 1e-9, "{got:?}");
 
     // range query, POST form, step-aligned
-    let h = vec![(
-        "Content-Type".to_string(),
-        "application/x-www-form-urlencoded".to_string(),
-    )];
+    let h = vec![
+        (
+            "Content-Type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("Authorization".to_string(), READER_AUTH.to_string()),
+    ];
     let form = format!(
         "query={}&start={}&end={}&step=60",
         urlencode("container_cpu_usage_seconds_total"),

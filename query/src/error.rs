@@ -33,6 +33,9 @@ pub enum Error {
     /// The query ran past its deadline.
     #[error("query timed out in {0}")]
     Timeout(&'static str),
+    /// The query was canceled (its client went away).
+    #[error("query was canceled in {0}")]
+    Canceled(&'static str),
     /// The query would hold more samples in memory than the configured budget.
     #[error("query processing would load too many samples into memory in {phase} (limit {limit})")]
     TooManySamples {
@@ -74,6 +77,8 @@ pub enum ApiErrorType {
     Execution,
     /// `timeout`, HTTP 503.
     Timeout,
+    /// `canceled`, HTTP 499 (the client is gone).
+    Canceled,
     /// `internal`, HTTP 500.
     Internal,
 }
@@ -85,6 +90,7 @@ impl ApiErrorType {
             ApiErrorType::BadData => "bad_data",
             ApiErrorType::Execution => "execution",
             ApiErrorType::Timeout => "timeout",
+            ApiErrorType::Canceled => "canceled",
             ApiErrorType::Internal => "internal",
         }
     }
@@ -98,7 +104,10 @@ impl Error {
             Error::Store(fleetgate_store::Error::InvalidRegex { .. }) => true,
             Error::Store(_) => false,
             Error::TooManyPoints { .. } => true,
-            Error::Execution(_) | Error::Timeout(_) | Error::TooManySamples { .. } => false,
+            Error::Execution(_)
+            | Error::Timeout(_)
+            | Error::Canceled(_)
+            | Error::TooManySamples { .. } => false,
         }
     }
 
@@ -112,6 +121,7 @@ impl Error {
             Error::Store(_) => ApiErrorType::Internal,
             Error::Execution(_) | Error::TooManySamples { .. } => ApiErrorType::Execution,
             Error::Timeout(_) => ApiErrorType::Timeout,
+            Error::Canceled(_) => ApiErrorType::Canceled,
         }
     }
 }

@@ -1,13 +1,16 @@
 //! Query side of fleetgate; reads the store only through its scan API.
 //!
 //! Today: series selectors (parsed with `promql-parser`, so their syntax is exactly PromQL's), the
-//! raw-sample export behind `/api/v1/export`, and the PromQL engine ([`promql::Engine`]).
+//! reader's scoped view of the store ([`read::ReadView`], the one way in for every read), the
+//! series and label answers ([`metadata`]) and the PromQL engine ([`promql::Engine`]).
 //! SQL and cost allocation come here.
 #![warn(missing_docs)]
 
 pub mod error;
-pub mod export;
+pub mod metadata;
 pub mod promql;
+pub mod read;
+pub mod scope;
 pub mod selector;
 pub mod time;
 

@@ -88,6 +88,21 @@ impl Memtable {
         self.samples == 0
     }
 
+    /// Whether `series` has a sample in `[start, end]`.
+    pub(crate) fn has_samples(&self, series: SeriesId, start: i64, end: i64) -> bool {
+        if self.samples == 0 || self.max_ts < start || self.min_ts > end {
+            return false;
+        }
+        let Some(b) = self.series.get(&series) else {
+            return false;
+        };
+        if self.out_of_order {
+            return b.ts.iter().any(|t| *t >= start && *t <= end);
+        }
+        let lo = b.ts.partition_point(|t| *t < start);
+        lo < b.ts.len() && b.ts[lo] <= end
+    }
+
     /// Appends the samples of `series` within `[start, end]` to `out`, in arrival order.
     pub(crate) fn collect(&self, series: SeriesId, start: i64, end: i64, out: &mut Samples) {
         if self.samples == 0 || self.max_ts < start || self.min_ts > end {

@@ -189,6 +189,11 @@ impl SeriesTable {
         )
     }
 
+    /// Whether series `id` has rows in the file.
+    pub(crate) fn contains(&self, id: SeriesId) -> bool {
+        self.ids.binary_search(&id).is_ok()
+    }
+
     /// Rows covered by the table.
     pub(crate) fn rows(&self) -> u64 {
         self.counts.iter().map(|c| u64::from(*c)).sum()

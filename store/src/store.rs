@@ -20,7 +20,7 @@ use crate::memtable::{Memtable, Samples, sort_dedup_last};
 use crate::objects::Objects;
 use crate::options::{CacheOptions, StoreOptions};
 use crate::partition::cache::FileCaches;
-use crate::partition::read::{SeriesChunk, load_meta, read_series};
+use crate::partition::read::{SeriesChunk, load_meta, read_series, series_table};
 use crate::partition::write::{FileInfo, FileMetaPublic, SamplesEncoding, write_samples_streaming};
 use crate::partition::{self, FileMeta, PartitionSet, hour_of};
 use crate::stats::{FlushStats, Histogram, HistogramSnapshot, MaintenanceStats, StoreStats};
@@ -385,7 +385,19 @@ impl Store {
             return Ok(Vec::new());
         }
         let sel = self.select_series(matchers);
-        if sel.is_empty() {
+        self.scan_selected(sel, start_ms, end_ms).await
+    }
+
+    /// Samples in `[start_ms, end_ms]` of series already selected with [`Store::select_series`]
+    /// (or a batch of them, for a caller that streams a large selection); series without samples
+    /// omitted; in the order given.
+    pub async fn scan_selected(
+        &self,
+        sel: Vec<(SeriesId, Labels)>,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesData>> {
+        if sel.is_empty() || end_ms < start_ms || !self.may_hold_samples(start_ms, end_ms) {
             return Ok(Vec::new());
         }
         let mut attempt = 0;
@@ -410,6 +422,91 @@ impl Store {
                     values,
                 })
             })
+            .collect())
+    }
+
+    /// Series matching every matcher that hold samples in `[start_ms, end_ms]`, sorted by labels,
+    /// answered without decoding a sample: from the memtables, and from the per-file
+    /// `series_id → rows` tables of the files whose time range overlaps (a file counts as a
+    /// whole, as a block does in Prometheus's series API).
+    pub async fn series_in_range(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<(SeriesId, Labels)>> {
+        if end_ms < start_ms {
+            return Ok(Vec::new());
+        }
+        let sel = self.select_series(matchers);
+        if sel.is_empty() {
+            return Ok(sel);
+        }
+        let mut attempt = 0;
+        let found = loop {
+            match self.series_present(&sel, start_ms, end_ms).await {
+                // A file removed by compaction/retention under our feet: take a fresh snapshot.
+                Err(e) if attempt < 3 && is_not_found(&e) => {
+                    attempt += 1;
+                }
+                r => break r?,
+            }
+        };
+        Ok(sel
+            .into_iter()
+            .zip(found)
+            .filter_map(|(s, present)| present.then_some(s))
+            .collect())
+    }
+
+    /// For each series of `sel`, whether a memtable or an overlapping file holds it.
+    async fn series_present(
+        &self,
+        sel: &[(SeriesId, Labels)],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<bool>> {
+        let mut ids: Vec<SeriesId> = sel.iter().map(|s| s.0).collect();
+        ids.sort_unstable();
+        let mut found = vec![false; ids.len()];
+        let mut missing = ids.len();
+        let mark = |found: &mut [bool], i: usize, missing: &mut usize| {
+            if !found[i] {
+                found[i] = true;
+                *missing -= 1;
+            }
+        };
+        // same snapshot order as a scan: active, frozen, then files
+        {
+            let m = self.active.read();
+            for (i, id) in ids.iter().enumerate() {
+                if m.has_samples(*id, start, end) {
+                    mark(&mut found, i, &mut missing);
+                }
+            }
+        }
+        let frozen: Vec<Frozen> = self.frozen.read().clone();
+        for fr in &frozen {
+            for (i, id) in ids.iter().enumerate() {
+                if !found[i] && fr.mem.has_samples(*id, start, end) {
+                    mark(&mut found, i, &mut missing);
+                }
+            }
+        }
+        for f in self.files_to_read(&ids, start, end) {
+            if missing == 0 {
+                break;
+            }
+            let table = series_table(&self.objects, &self.caches, &f).await?;
+            for (i, id) in ids.iter().enumerate() {
+                if !found[i] && table.contains(*id) {
+                    mark(&mut found, i, &mut missing);
+                }
+            }
+        }
+        Ok(sel
+            .iter()
+            .map(|(id, _)| ids.binary_search(id).is_ok_and(|p| found[p]))
             .collect())
     }
 

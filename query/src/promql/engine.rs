@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use fleetgate_store::{Labels, MatchOp, SeriesData};
@@ -31,6 +32,9 @@ pub struct EngineOptions {
     /// Samples one time chunk of a range query aims to read; range queries are streamed chunk
     /// by chunk, so this bounds their memory. 0 evaluates the whole span in one pass.
     pub range_chunk_samples: usize,
+    /// Set (by the caller, from any thread) to stop the query at its next deadline check, e.g.
+    /// when its client has gone away; the query then fails with [`Error::Canceled`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for EngineOptions {
@@ -42,6 +46,7 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60_000,
             timeout: Some(Duration::from_secs(120)),
             range_chunk_samples: 4_000_000,
+            cancel: None,
         }
     }
 }
@@ -785,6 +790,14 @@ impl Ctx<'_> {
     }
 
     fn check_deadline(&self) -> Result<()> {
+        if self
+            .opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error::Canceled("query evaluation"));
+        }
         match self.deadline {
             Some(d) if Instant::now() > d => Err(Error::Timeout("query evaluation")),
             _ => Ok(()),

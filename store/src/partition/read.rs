@@ -127,7 +127,7 @@ fn projection(
 
 /// The series table of `file`: from the cache, or rebuilt from its `series_id` column (and then
 /// cached). Also returns the footer when it had to be read for that.
-async fn series_table(
+async fn series_table_with(
     objects: &Objects,
     caches: &FileCaches,
     file: &FileMeta,
@@ -149,6 +149,24 @@ async fn series_table(
     Ok((table, Some(md)))
 }
 
+/// The series table of `file` (cached), without reading any sample column.
+pub(crate) async fn series_table(
+    objects: &Objects,
+    caches: &FileCaches,
+    file: &FileMeta,
+) -> Result<Arc<SeriesTable>> {
+    if file.rows == 0 {
+        return Ok(Arc::new(SeriesTable::default()));
+    }
+    let md = caches.metadata(file.key);
+    let had_md = md.is_some();
+    let (table, md) = series_table_with(objects, caches, file, md).await?;
+    if !had_md && let Some(m) = md {
+        caches.put_metadata(file.key, m);
+    }
+    Ok(table)
+}
+
 /// Reads the rows of the `wanted` series (sorted ids), or of every series when `wanted` is `None`.
 pub(crate) async fn read_series(
     objects: &Objects,
@@ -163,7 +181,7 @@ pub(crate) async fn read_series(
             if !file.may_hold(w) {
                 return Ok(Vec::new());
             }
-            let (table, m) = series_table(objects, caches, file, md).await?;
+            let (table, m) = series_table_with(objects, caches, file, md).await?;
             md = m;
             let r = table.row_ranges(w);
             if r.is_empty() {

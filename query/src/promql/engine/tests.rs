@@ -249,7 +249,7 @@ impl SeriesSource for Counting {
         end_ms: i64,
     ) -> Result<Vec<SeriesData>> {
         self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         self.inner.select(matchers, start_ms, end_ms).await
     }
 }

@@ -1,0 +1,152 @@
+//! A reader's view of the store: every selection joined with the reader's cluster scope.
+//!
+//! [`ReadView`] is the only read handle the API layers get. PromQL reads through its
+//! [`SeriesSource`] implementation, the metadata answers (`series`, `labels`, label values) and the
+//! raw-sample export through its methods; each of them joins the [`Scope`]'s `cluster` matcher to
+//! the matchers it selects with, so a series outside the scope is never selected at all, whatever
+//! the query (`{__name__=~".+"}`, `{cluster="other"}`, subqueries, `absent()`, …).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fleetgate_store::{Labels, Matcher, SeriesData, SeriesId, Store};
+
+use crate::error::{Error, Result};
+use crate::promql::SeriesSource;
+use crate::scope::Scope;
+use crate::selector::parse_selector;
+
+/// The store as one reader may see it.
+#[derive(Debug)]
+pub struct ReadView {
+    store: Arc<Store>,
+    scope: Scope,
+    samples_read: AtomicU64,
+}
+
+impl ReadView {
+    /// A view of `store` confined to `scope`.
+    pub fn new(store: Arc<Store>, scope: Scope) -> Self {
+        Self {
+            store,
+            scope,
+            samples_read: AtomicU64::new(0),
+        }
+    }
+
+    /// The scope of this view.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Samples read through this view so far (PromQL selections and export batches).
+    pub fn samples_read(&self) -> u64 {
+        self.samples_read.load(Ordering::Relaxed)
+    }
+
+    /// The store, for the metadata answers of this crate; scoped selection is this module's job.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Series matching every matcher and the scope, sorted by labels (no samples read).
+    pub(crate) fn select_series(&self, matchers: &[Matcher]) -> Vec<(SeriesId, Labels)> {
+        self.store.select_series(&self.scope.join(matchers))
+    }
+
+    /// Like [`ReadView::select_series`], only series with samples in `[start, end]` (answered from
+    /// the memtables and per-file series tables, without decoding samples).
+    pub(crate) async fn series_in_range(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(SeriesId, Labels)>> {
+        Ok(self
+            .store
+            .series_in_range(&self.scope.join(matchers), start, end)
+            .await?)
+    }
+
+    /// The series selected by any of `selectors` (union, each once), sorted by labels, to be read
+    /// batch by batch with [`ReadView::read_batch`] (the export streams this way).
+    pub fn select_for_export(&self, selectors: &[String]) -> Result<Selection> {
+        if selectors.is_empty() {
+            return Err(Error::BadParam {
+                param: "match[]",
+                reason: "at least one series selector is required".into(),
+            });
+        }
+        let mut by_id: BTreeMap<SeriesId, Labels> = BTreeMap::new();
+        for s in selectors {
+            for group in parse_selector(s)? {
+                for (id, labels) in self.select_series(&group) {
+                    by_id.entry(id).or_insert(labels);
+                }
+            }
+        }
+        let mut series: Vec<(SeriesId, Labels)> = by_id.into_iter().collect();
+        series.sort_by(|a, b| a.1.as_slice().cmp(b.1.as_slice()));
+        Ok(Selection {
+            series: series.into(),
+        })
+    }
+
+    /// The samples in `[start, end]` of one batch of a selection (series without samples omitted).
+    pub async fn read_batch(
+        &self,
+        batch: Vec<(SeriesId, Labels)>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<SeriesData>> {
+        let out = self.store.scan_selected(batch, start, end).await?;
+        self.count(&out);
+        Ok(out)
+    }
+
+    fn count(&self, read: &[SeriesData]) {
+        let n: usize = read.iter().map(|s| s.timestamps.len()).sum();
+        self.samples_read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl SeriesSource for ReadView {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesData>> {
+        let out = self
+            .store
+            .scan(&self.scope.join(matchers), start_ms, end_ms)
+            .await?;
+        self.count(&out);
+        Ok(out)
+    }
+}
+
+/// Series selected within a scope, sorted by labels; only a [`ReadView`] makes one.
+#[derive(Debug, Default)]
+pub struct Selection {
+    series: VecDeque<(SeriesId, Labels)>,
+}
+
+impl Selection {
+    /// Number of series selected.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True when nothing was selected.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Takes the next `n` series (fewer at the end; empty when done).
+    pub fn next_batch(&mut self, n: usize) -> Vec<(SeriesId, Labels)> {
+        let n = n.min(self.series.len());
+        self.series.drain(..n).collect()
+    }
+}
