@@ -307,6 +307,17 @@ pub(crate) fn http_request(
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
+    http_exchange(addr, method, path, headers, body).map(|(code, _, body)| (code, body))
+}
+
+/// Like [`http_request`], also returning the response head (status line and headers).
+pub(crate) fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -322,7 +333,12 @@ pub(crate) fn http_request(
     s.write_all(body)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).to_string();
+    Ok(parse_response(&buf))
+}
+
+/// `(status, head, body)` of a raw HTTP/1.1 response (chunked bodies decoded).
+pub(crate) fn parse_response(raw: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code: u16 = head
         .split_whitespace()
@@ -337,7 +353,7 @@ pub(crate) fn http_request(
     } else {
         rest.to_string()
     };
-    Ok((code, body))
+    (code, head.to_string(), body)
 }
 
 fn dechunk(mut s: &str) -> String {

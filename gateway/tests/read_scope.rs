@@ -58,48 +58,11 @@ fn basic(user: &str, pw: &str) -> String {
 }
 
 fn get_as(addr: &str, auth: Option<&str>, path: &str) -> (u16, String, String) {
-    use std::io::Read as _;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (code, head.to_string(), body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size_line, rest)) = s.split_once("\r\n") {
-        let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        s = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
-    }
-    out
+    let h: Vec<(String, String)> = auth
+        .map(|a| ("Authorization".to_string(), a.to_string()))
+        .into_iter()
+        .collect();
+    http_exchange(addr, "GET", path, &h, &[]).unwrap()
 }
 
 fn json(body: &str) -> serde_json::Value {

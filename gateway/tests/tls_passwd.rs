@@ -46,14 +46,8 @@ fn https_get(addr: &str, ca_der: &[u8], path: &str, auth: &str) -> (u16, String)
     let mut buf = Vec::new();
     // a peer that closes without close_notify ends the read with an error after the data
     let _ = tls.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_string())
+    let (code, _, body) = parse_response(&buf);
+    (code, body)
 }
 
 fn passwd(password: &str) -> String {

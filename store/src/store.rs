@@ -400,16 +400,7 @@ impl Store {
         if sel.is_empty() || end_ms < start_ms || !self.may_hold_samples(start_ms, end_ms) {
             return Ok(Vec::new());
         }
-        let mut attempt = 0;
-        let samples = loop {
-            match self.scan_once(&sel, start_ms, end_ms).await {
-                // A file removed by compaction/retention under our feet: take a fresh snapshot.
-                Err(e) if attempt < 3 && is_not_found(&e) => {
-                    attempt += 1;
-                }
-                r => break r?,
-            }
-        };
+        let samples = retry_not_found(|| self.scan_once(&sel, start_ms, end_ms)).await?;
         Ok(sel
             .into_iter()
             .zip(samples)
@@ -442,16 +433,7 @@ impl Store {
         if sel.is_empty() {
             return Ok(sel);
         }
-        let mut attempt = 0;
-        let found = loop {
-            match self.series_present(&sel, start_ms, end_ms).await {
-                // A file removed by compaction/retention under our feet: take a fresh snapshot.
-                Err(e) if attempt < 3 && is_not_found(&e) => {
-                    attempt += 1;
-                }
-                r => break r?,
-            }
-        };
+        let found = retry_not_found(|| self.series_present(&sel, start_ms, end_ms)).await?;
         Ok(sel
             .into_iter()
             .zip(found)
@@ -931,6 +913,22 @@ fn write_frozen(
         }
     }
     (out, None)
+}
+
+/// Runs a read again (3 times at most) when a file it snapshotted was removed under it by
+/// compaction or retention: each attempt takes a fresh snapshot.
+async fn retry_not_found<T, F, Fut>(mut read: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match read().await {
+            Err(e) if attempt < 3 && is_not_found(&e) => attempt += 1,
+            r => return r,
+        }
+    }
 }
 
 /// True when `e` says an object vanished (compaction or retention removed a file mid-scan).

@@ -248,8 +248,7 @@ impl SeriesSource for Counting {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<SeriesData>> {
-        self.calls
-            .fetch_add(1, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.select(matchers, start_ms, end_ms).await
     }
 }
