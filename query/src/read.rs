@@ -94,13 +94,8 @@ impl ReadView {
     }
 
     /// The samples in `[start, end]` of one batch of a selection (series without samples omitted).
-    pub async fn read_batch(
-        &self,
-        batch: Vec<(SeriesId, Labels)>,
-        start: i64,
-        end: i64,
-    ) -> Result<Vec<SeriesData>> {
-        let out = self.store.scan_selected(batch, start, end).await?;
+    pub async fn read_batch(&self, batch: Batch, start: i64, end: i64) -> Result<Vec<SeriesData>> {
+        let out = self.store.scan_selected(batch.0, start, end).await?;
         self.count(&out);
         Ok(out)
     }
@@ -145,8 +140,25 @@ impl Selection {
     }
 
     /// Takes the next `n` series (fewer at the end; empty when done).
-    pub fn next_batch(&mut self, n: usize) -> Vec<(SeriesId, Labels)> {
+    pub fn next_batch(&mut self, n: usize) -> Batch {
         let n = n.min(self.series.len());
-        self.series.drain(..n).collect()
+        Batch(self.series.drain(..n).collect())
+    }
+}
+
+/// Some series of a [`Selection`], to read with [`ReadView::read_batch`]; only a selection
+/// makes one, so a batch never holds a series outside the scope it was selected in.
+#[derive(Debug, Default)]
+pub struct Batch(Vec<(SeriesId, Labels)>);
+
+impl Batch {
+    /// Number of series in the batch.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }

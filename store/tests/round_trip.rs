@@ -243,3 +243,47 @@ fn futures_are_send(store: std::sync::Arc<fleetgate_store::Store>) {
         let _ = fleetgate_store::Store::open(fleetgate_store::StoreOptions::default()).await;
     });
 }
+
+/// `series_in_range` answers from memtables and per-file series tables: the same answer before
+/// and after a flush, none for a range without samples, the selection's order kept.
+#[tokio::test]
+async fn series_in_range_without_decoding_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let early = series(&store, "up", &[("cluster", "c1"), ("job", "early")]);
+    let late = series(&store, "up", &[("cluster", "c1"), ("job", "late")]);
+    let batch = vec![s(early, T0, 1.0), s(late, T0 + 2 * 3_600_000, 2.0)];
+    store.append(&batch).await.unwrap();
+    let up = [Matcher::equal("__name__", "up")];
+    for round in ["memtable", "parquet"] {
+        let ids = |v: Vec<(u64, fleetgate_store::Labels)>| -> Vec<u64> {
+            v.into_iter().map(|(id, _)| id).collect()
+        };
+        let all = store
+            .series_in_range(&up, T0 - 1, T0 + 3 * 3_600_000)
+            .await
+            .unwrap();
+        assert_eq!(ids(all), vec![early, late], "{round}");
+        let first = store.series_in_range(&up, T0 - 1, T0 + 1).await.unwrap();
+        assert_eq!(ids(first), vec![early], "{round}");
+        let second = store
+            .series_in_range(&up, T0 + 2 * 3_600_000, T0 + 2 * 3_600_000)
+            .await
+            .unwrap();
+        assert_eq!(ids(second), vec![late], "{round}");
+        let gap = store
+            .series_in_range(&up, T0 + 10 * 3_600_000, T0 + 11 * 3_600_000)
+            .await
+            .unwrap();
+        assert!(gap.is_empty(), "{round}");
+        assert!(
+            store
+                .series_in_range(&up, T0 + 1, T0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.flush().await.unwrap();
+        assert_eq!(store.stats().memtable_samples, 0);
+    }
+}
