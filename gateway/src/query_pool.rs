@@ -85,6 +85,8 @@ impl QueryPool {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("fleetgate-query")
+            // parsing and evaluation recurse once per level of a query (bounded at parse)
+            .thread_stack_size(fleetgate_query::parse::EVAL_STACK_BYTES)
             .enable_all()
             .build()?;
         Ok(Self {

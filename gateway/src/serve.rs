@@ -57,6 +57,7 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("fleetgate-eval-{i}"))
+        .stack_size(fleetgate_query::parse::EVAL_STACK_BYTES)
         .build_global()
     {
         tracing::debug!(error = %e, "rayon pool already set up");

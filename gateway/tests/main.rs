@@ -5,6 +5,7 @@ mod bad_input;
 mod crash;
 mod grafana;
 mod harness;
+mod hostile_queries;
 mod ingest_restart;
 mod interop;
 mod interop_promql;

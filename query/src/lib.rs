@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod metadata;
+pub mod parse;
 pub mod promql;
 pub mod read;
 pub mod scope;

@@ -13,7 +13,7 @@ pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>> {
         query: text.to_string(),
         reason,
     };
-    let expr = parser::parse(text).map_err(bad)?;
+    let expr = crate::parse::parse_expr(text)?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(bad(
             "not a series selector (expected e.g. `up{job=\"x\"}`)".into()

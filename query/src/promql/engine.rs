@@ -768,10 +768,7 @@ fn splice(earlier: &[SeriesData], from: i64, fresh: Vec<SeriesData>) -> Vec<Seri
 
 /// Parses a query, mapping parser errors to a client error.
 pub(super) fn parse(query: &str) -> Result<Expr> {
-    parser::parse(query).map_err(|reason| Error::BadQuery {
-        query: query.to_string(),
-        reason,
-    })
+    crate::parse::parse_expr(query)
 }
 
 impl Ctx<'_> {
