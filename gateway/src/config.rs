@@ -73,6 +73,16 @@ pub(crate) struct HttpConfig {
     pub(crate) tls_cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
     pub(crate) tls_key_file: Option<PathBuf>,
+    /// Connections open at once; beyond it new connections wait in the kernel's backlog until
+    /// one closes. Default 4096.
+    pub(crate) max_connections: usize,
+    /// A connection must send a complete request header within this long of being ready for
+    /// one (new, or idle after a response), else it is closed: slow and idle clients hold no
+    /// socket for long. Default `30s`.
+    pub(crate) header_read_timeout: PromDuration,
+    /// On SIGTERM/SIGINT, requests in flight get this long to finish; the connections left are
+    /// then closed (their reads cancelled) and the memtables flushed. Default `30s`.
+    pub(crate) shutdown_timeout: PromDuration,
 }
 
 impl Default for HttpConfig {
@@ -82,6 +92,9 @@ impl Default for HttpConfig {
             max_decompressed_bytes: 128 << 20,
             tls_cert_file: None,
             tls_key_file: None,
+            max_connections: 4096,
+            header_read_timeout: PromDuration(Duration::from_secs(30)),
+            shutdown_timeout: PromDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -445,6 +458,12 @@ impl Config {
         }
         if self.query.max_concurrency == 0 {
             bail!("config key `query.max_concurrency`: must be > 0");
+        }
+        if self.http.max_connections == 0 {
+            bail!("config key `http.max_connections`: must be > 0");
+        }
+        if self.http.header_read_timeout.0 < Duration::from_millis(100) {
+            bail!("config key `http.header_read_timeout`: must be at least 100ms");
         }
         match (&self.http.tls_cert_file, &self.http.tls_key_file) {
             (Some(_), None) => {

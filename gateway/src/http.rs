@@ -39,6 +39,8 @@ pub(crate) struct AppState {
     pub(crate) auth: Authenticator,
     /// Where reads run: apart from the workers that acknowledge writes.
     pub(crate) pool: QueryPool,
+    /// Open connections (the server loop counts them).
+    pub(crate) connections: Arc<crate::listen::ConnStats>,
     /// One context per configured cluster (same order as `config.clusters`).
     pub(crate) clusters: Vec<Arc<ClusterContext>>,
     /// Open-mode contexts created on demand, by cluster name.
@@ -350,7 +352,28 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             ps.rejected.load(std::sync::atomic::Ordering::Relaxed) as f64,
         ),
     ];
-    for (name, kind, help, v) in pool_metrics {
+    let cs = &st.connections;
+    let conn_metrics: [(&str, &str, &str, f64); 3] = [
+        (
+            "fleetgate_http_connections",
+            "gauge",
+            "HTTP connections open (at most http.max_connections).",
+            cs.open.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetgate_http_connections_accepted_total",
+            "counter",
+            "HTTP connections accepted.",
+            cs.accepted.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetgate_http_connection_limit_waits_total",
+            "counter",
+            "Times accepting waited because http.max_connections were open.",
+            cs.at_limit.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, v) in pool_metrics.into_iter().chain(conn_metrics) {
         telemetry::single(&mut out, name, kind, help, v);
     }
     if let Some(core) = st.core.get() {
@@ -522,6 +545,7 @@ mod tests {
         Arc::new(AppState {
             auth: Authenticator::from_config(&cfg).unwrap(),
             pool: QueryPool::new(1, 1, 1).unwrap(),
+            connections: Default::default(),
             config: Arc::new(cfg),
             clusters: Vec::new(),
             open_clusters: Default::default(),

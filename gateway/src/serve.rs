@@ -10,6 +10,7 @@ use fleetgate_store::{CacheOptions, Store, StoreOptions};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::{self, AppState, Core};
+use crate::listen::{self, ServeOptions};
 use crate::query_pool::QueryPool;
 
 /// Runs the gateway until SIGTERM/SIGINT, then flushes and fsyncs everything.
@@ -69,6 +70,7 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         config: Arc::clone(&cfg),
         auth,
         pool,
+        connections: Default::default(),
         clusters,
         open_clusters: Default::default(),
         core: OnceLock::new(),
@@ -94,24 +96,23 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let app = http::router(Arc::clone(&state));
-    let mut server_rx = shutdown_rx.clone();
-    let shutdown = async move {
-        let _ = server_rx.wait_for(|v| *v).await;
+    let serve_opts = ServeOptions {
+        max_connections: cfg.http.max_connections,
+        header_read_timeout: cfg.http.header_read_timeout.0,
+        shutdown_timeout: cfg.http.shutdown_timeout.0,
     };
+    let conn_stats = Arc::clone(&state.connections);
+    let server_rx = shutdown_rx.clone();
     let server = match tls {
         Some(tls) => {
             let listener = crate::tls::TlsListener::new(listener, tls)?;
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            })
+            tokio::spawn(listen::serve(
+                listener, app, serve_opts, conn_stats, server_rx,
+            ))
         }
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }),
+        None => tokio::spawn(listen::serve(
+            listener, app, serve_opts, conn_stats, server_rx,
+        )),
     };
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
@@ -179,8 +180,7 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         "shutdown complete"
     );
     match served {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
+        Ok(()) => Ok(()),
         Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
     }
 }

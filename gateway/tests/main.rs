@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod bad_input;
+mod connections;
 mod crash;
 mod grafana;
 mod harness;

@@ -1,7 +1,8 @@
 //! Runs Prometheus's promqltest scripts against the engine and checks per-file pass counts
 //! against `tests/promqltest_baseline.tsv`.
 //!
-//! Corpus: `FLEETGATE_PROMQLTEST_DIR`, default `../../shared/promqltest` from the query crate.
+//! Corpus: `FLEETGATE_PROMQLTEST_DIR` (must exist when set; `.ci/run` sets it), else
+//! `../../shared/promqltest` from the query crate when present (skipped with a message when not).
 //! Data is loaded into a real `Store` in a tempdir (WAL, then flushed to Parquet after each `load`
 //! block, so evals read through the file path); `FLEETGATE_PROMQLTEST_MEMORY=1` uses a
 //! [`MemorySource`] instead (same results, about 5x faster). `FLEETGATE_PROMQLTEST_VERBOSE=1` prints every failure. To raise the baseline after an
@@ -695,8 +696,19 @@ async fn promqltest_corpus() {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "test"))
             .collect(),
+        // A fresh clone alone has no corpus beside it: say so and pass; a corpus that was asked
+        // for (FLEETGATE_PROMQLTEST_DIR, as .ci/run sets it) must be there.
+        Err(e) if std::env::var_os("FLEETGATE_PROMQLTEST_DIR").is_none() => {
+            println!(
+                "promqltest: SKIPPED, no corpus at {} ({e}); set FLEETGATE_PROMQLTEST_DIR to the \
+                 directory of Prometheus's *.test files to run the PromQL acceptance suite",
+                dir.display()
+            );
+            eprintln!("promqltest: SKIPPED (no corpus at {})", dir.display());
+            return;
+        }
         Err(e) => panic!(
-            "promqltest corpus not found at {} ({e}); set FLEETGATE_PROMQLTEST_DIR to the directory of Prometheus's *.test files",
+            "promqltest corpus not found at FLEETGATE_PROMQLTEST_DIR={} ({e})",
             dir.display()
         ),
     };
