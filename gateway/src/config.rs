@@ -73,6 +73,10 @@ pub(crate) struct HttpConfig {
     pub(crate) tls_cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
     pub(crate) tls_key_file: Option<PathBuf>,
+    /// Bytes all write requests in flight may hold at once, compressed bodies and their declared
+    /// decompressed size together; beyond it a write gets 503 + Retry-After before its body is
+    /// read or decompressed. At least max_body_bytes + max_decompressed_bytes. Default 512 MiB.
+    pub(crate) max_inflight_bytes: u64,
     /// Connections open at once; beyond it new connections wait in the kernel's backlog until
     /// one closes. Default 4096.
     pub(crate) max_connections: usize,
@@ -92,6 +96,7 @@ impl Default for HttpConfig {
             max_decompressed_bytes: 128 << 20,
             tls_cert_file: None,
             tls_key_file: None,
+            max_inflight_bytes: 512 << 20,
             max_connections: 4096,
             header_read_timeout: PromDuration(Duration::from_secs(30)),
             shutdown_timeout: PromDuration(Duration::from_secs(30)),
@@ -458,6 +463,12 @@ impl Config {
         }
         if self.query.max_concurrency == 0 {
             bail!("config key `query.max_concurrency`: must be > 0");
+        }
+        let one_request = self.http.max_body_bytes as u64 + self.http.max_decompressed_bytes as u64;
+        if self.http.max_inflight_bytes < one_request {
+            bail!(
+                "config key `http.max_inflight_bytes`: must be ≥ http.max_body_bytes + http.max_decompressed_bytes ({one_request}), or the largest request could never pass"
+            );
         }
         if self.http.max_connections == 0 {
             bail!("config key `http.max_connections`: must be > 0");

@@ -41,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) pool: QueryPool,
     /// Open connections (the server loop counts them).
     pub(crate) connections: Arc<crate::listen::ConnStats>,
+    /// Bytes write requests in flight hold (bodies and their decompressed size).
+    pub(crate) inflight: crate::inflight::InflightBudget,
     /// One context per configured cluster (same order as `config.clusters`).
     pub(crate) clusters: Vec<Arc<ClusterContext>>,
     /// Open-mode contexts created on demand, by cluster name.
@@ -62,6 +64,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/push", post(remote_write))
         .layer(DefaultBodyLimit::max(max_body))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::inflight::reserve_body,
+        ))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -133,9 +139,28 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 async fn remote_write(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
+    let body = match crate::inflight::read_body(
+        body,
+        crate::inflight::content_length(&headers),
+        st.config.http.max_body_bytes,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let resp = e.into_response();
+            st.telemetry.request(
+                "remote_write",
+                "",
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
+            return resp;
+        }
+    };
     let (cluster_name, resp) = match remote_write_inner(&st, &headers, body).await {
         Ok((c, r)) => (c, r),
         Err((c, e)) => (c, e.into_response()),
@@ -220,6 +245,16 @@ async fn remote_write_inner(
             ApiError::unavailable("replaying the WAL; not ready yet"),
         ));
     };
+    // Reserve the declared decompressed size before decompressing (a length the ingest path
+    // refuses anyway, malformed or over max_decompressed_bytes, reserves nothing).
+    let declared = snap::raw::decompress_len(&body)
+        .ok()
+        .filter(|n| *n <= st.config.http.max_decompressed_bytes)
+        .unwrap_or(0);
+    let _decompressed = st
+        .inflight
+        .reserve(declared as u64, "decompressed payload")
+        .map_err(|e| (cluster.clone(), e))?;
     let now_ms = now_ms();
     let outcome = match core.ingester.remote_write(&ctx, body, now_ms).await {
         Ok(o) => o,
@@ -353,7 +388,19 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         ),
     ];
     let cs = &st.connections;
-    let conn_metrics: [(&str, &str, &str, f64); 3] = [
+    let conn_metrics: [(&str, &str, &str, f64); 5] = [
+        (
+            "fleetgate_inflight_request_bytes",
+            "gauge",
+            "Bytes reserved by write requests in flight (bodies and decompressed payloads).",
+            st.inflight.in_use() as f64,
+        ),
+        (
+            "fleetgate_inflight_refused_total",
+            "counter",
+            "Write requests refused with 503 because http.max_inflight_bytes was reached.",
+            st.inflight.refused() as f64,
+        ),
         (
             "fleetgate_http_connections",
             "gauge",
@@ -546,6 +593,7 @@ mod tests {
             auth: Authenticator::from_config(&cfg).unwrap(),
             pool: QueryPool::new(1, 1, 1).unwrap(),
             connections: Default::default(),
+            inflight: crate::inflight::InflightBudget::new(cfg.http.max_inflight_bytes),
             config: Arc::new(cfg),
             clusters: Vec::new(),
             open_clusters: Default::default(),

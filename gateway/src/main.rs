@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod export;
 mod http;
+mod inflight;
 mod listen;
 mod prom_api;
 mod query_pool;

@@ -71,6 +71,7 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         auth,
         pool,
         connections: Default::default(),
+        inflight: crate::inflight::InflightBudget::new(cfg.http.max_inflight_bytes),
         clusters,
         open_clusters: Default::default(),
         core: OnceLock::new(),

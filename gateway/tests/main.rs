@@ -10,6 +10,7 @@ mod hostile_queries;
 mod ingest_restart;
 mod interop;
 mod interop_promql;
+mod memory_budget;
 mod ops;
 mod prom_api;
 mod read_scope;
