@@ -88,10 +88,34 @@ pub(crate) async fn reserve_body(
     let bytes = declared.unwrap_or(max).min(max);
     let _held = match st.inflight.reserve(bytes, "request body") {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            // Read the refused body to its end without keeping it (a closed socket with unread
+            // data resets the connection, and the sender would see a reset, not the 503).
+            drain(req.into_body(), st.config.http.max_body_bytes).await;
+            return e.into_response();
+        }
     };
     next.run(req).await
 }
+
+/// Reads and drops a body: at most `max` bytes, for at most [`DRAIN_TIMEOUT`].
+async fn drain(body: Body, max: usize) {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > max {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Longest a refused body is read for.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads a request body into one buffer sized from its declared length (no growth, no second
 /// copy, so a body holds about its size, as reserved), refusing more than `max` bytes with 413.

@@ -330,9 +330,14 @@ pub(crate) fn http_exchange(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
+    // a server that answers before reading the whole body: still read its answer
+    let wrote = s.write_all(body);
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
+    let read = s.read_to_end(&mut buf);
+    if buf.is_empty() {
+        wrote?;
+        read?;
+    }
     Ok(parse_response(&buf))
 }
 

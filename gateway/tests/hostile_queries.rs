@@ -114,3 +114,77 @@ fn oversized_read_bodies_get_413() {
     let _ = sender.join();
     assert_eq!(http_get(&gw.addr, "/-/healthy").unwrap().0, 200);
 }
+
+/// Nested fine-grained subqueries over many series are refused by the sample budget before they
+/// take the machine, and a query past its `timeout` stops within about a second of it.
+#[test]
+fn nested_subqueries_and_timeouts_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = two_cluster_config(dir.path(), "");
+    let gw = Gateway::start(
+        &dir.path().join("data"),
+        Some(&cfg),
+        &[("FLEETGATE__QUERY__MAX_SAMPLES", "1000000")],
+    );
+    let t = now_ms();
+    let names: Vec<String> = (0..200).map(|i| format!("i{i}")).collect();
+    let series: Vec<TestSeries<'_>> = names
+        .iter()
+        .map(|n| {
+            (
+                vec![("__name__", "m"), ("instance", n.as_str())],
+                vec![(t - 1000, 1.0)],
+            )
+        })
+        .collect();
+    assert_eq!(gw.write(Some("tok-a"), encode(&series)).0, 204);
+    let started = std::time::Instant::now();
+    let (code, v) = post_query(&gw.addr, "max_over_time(rate(m[1h:1ms])[1h:1ms])");
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["errorType"], "execution");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many samples"),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 1 << 20, "peak RSS {} MiB", peak_kb >> 10);
+
+    // a query that would run for many seconds, asked with timeout=1s
+    let h = vec![
+        (
+            "Content-Type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("Authorization".to_string(), READER_AUTH.to_string()),
+    ];
+    let form = format!(
+        "timeout=1s&start={}&end={}&step=10&query={}",
+        (t - 86_400_000) / 1000,
+        t / 1000,
+        urlencode("max_over_time(max_over_time(max_over_time(vector(1)[1h:1s])[1h:1s])[1h:1s])")
+    );
+    let started = std::time::Instant::now();
+    let (code, body) =
+        http_request(&gw.addr, "POST", "/api/v1/query_range", &h, form.as_bytes()).unwrap();
+    let took = started.elapsed();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"errorType\":\"timeout\""), "{body}");
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped {took:?} after a 1 s timeout"
+    );
+    assert_eq!(http_get(&gw.addr, "/-/healthy").unwrap().0, 200);
+}

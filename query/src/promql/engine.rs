@@ -195,6 +195,85 @@ pub(super) struct Ctx<'a> {
     window_ms: i64,
 }
 
+/// Points produced by the parallel workers of one node, against the sample budget: workers stop
+/// producing once it is passed, and [`BudgetMeter::check`] then refuses the node.
+///
+/// Points are what the budget counts (as Prometheus does); a node's series also hold a slot per
+/// step whether or not it has a point there (16 bytes each), so the slots are capped too, at
+/// [`SLOTS_PER_SAMPLE`] times the budget: that bounds the memory of sparse series on fine grids
+/// (a 1 ms subquery over a day) that hold few points but many slots.
+///
+/// The meter also carries the query's deadline and cancel flag, so that workers deep inside one
+/// node stop when the query is over, not only between nodes.
+#[derive(Debug)]
+pub(super) struct BudgetMeter {
+    held: std::sync::atomic::AtomicUsize,
+    slots: std::sync::atomic::AtomicUsize,
+    limit: usize,
+    deadline: Option<Instant>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Step slots a node may hold per sample of the budget.
+pub(super) const SLOTS_PER_SAMPLE: usize = 4;
+
+impl BudgetMeter {
+    fn new(limit: usize, deadline: Option<Instant>, cancel: Option<Arc<AtomicBool>>) -> Self {
+        Self {
+            held: std::sync::atomic::AtomicUsize::new(0),
+            slots: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+            deadline,
+            cancel,
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.held.load(Ordering::Relaxed) > self.limit
+            || self.slots.load(Ordering::Relaxed) > self.limit.saturating_mul(SLOTS_PER_SAMPLE)
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() > d)
+            || self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Counts `points` more points held in `slots` step slots.
+    pub(super) fn add(&self, points: usize, slots: usize) {
+        self.held.fetch_add(points, Ordering::Relaxed);
+        self.slots.fetch_add(slots, Ordering::Relaxed);
+    }
+
+    /// True once the budget is passed or the query is over (workers should stop).
+    pub(super) fn exceeded(&self) -> bool {
+        self.over_budget() || self.out_of_time()
+    }
+
+    /// The budget, timeout or cancellation error when workers stopped for one.
+    pub(super) fn check(&self) -> Result<()> {
+        if self.over_budget() {
+            return Err(Error::TooManySamples {
+                phase: "expression evaluation",
+                limit: self.limit,
+            });
+        }
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error::Canceled("query evaluation"));
+        }
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(Error::Timeout("query evaluation"));
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn exec(msg: impl Into<String>) -> Error {
     Error::Execution(msg.into())
 }
@@ -904,6 +983,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// A meter of the points a node has produced so far, shared by its parallel workers.
+    pub(super) fn meter(&self) -> BudgetMeter {
+        BudgetMeter::new(
+            self.opts.max_samples,
+            self.deadline,
+            self.opts.cancel.clone(),
+        )
+    }
+
     /// Checks the sample budget for a node holding `n` samples.
     pub(super) fn budget(&self, n: usize) -> Result<()> {
         if n > self.opts.max_samples {
@@ -1021,22 +1109,37 @@ impl Ctx<'_> {
         want_ts: bool,
     ) -> Result<Vec<Ser>> {
         let refs = self.refs(&vs.at, &vs.offset, grid);
-        Ok(self.select_at(self.selected(vs), &refs, want_ts))
+        self.select_at(self.selected(vs), &refs, want_ts)
     }
 
     /// The newest non-stale sample of each series in `(r - lookback, r]` for every `r` in `refs`.
+    /// Refused with the sample budget as soon as the points produced pass it, before the rest
+    /// of the series are even allocated (a 1 ms subquery grid over many series would otherwise
+    /// allocate a point slot per series and step first).
     pub(super) fn select_at<'s>(
         &self,
         series: impl IntoIterator<Item = &'s SeriesData>,
         refs: &[i64],
         want_ts: bool,
-    ) -> Vec<Ser> {
+    ) -> Result<Vec<Ser>> {
         let series: Vec<&SeriesData> = series.into_iter().collect();
-        series
+        let held = self.meter();
+        let out = series
             .par_iter()
             .with_min_len(par_min_series(refs.len()))
-            .filter_map(|s| self.select_one(s, refs, want_ts))
-            .collect()
+            .filter_map(|s| {
+                if held.exceeded() {
+                    return None;
+                }
+                // the slots are allocated whether or not the series has a point
+                held.add(0, refs.len());
+                let ser = self.select_one(s, refs, want_ts)?;
+                held.add(ser.vals.iter().flatten().count(), 0);
+                Some(ser)
+            })
+            .collect();
+        held.check()?;
+        Ok(out)
     }
 
     /// [`Ctx::select_at`] for one series; `None` when it has no value at any step.

@@ -294,8 +294,8 @@ fn info(ctx: &Ctx<'_>, call: &Call, grid: Grid) -> Result<Val> {
     let refs: Vec<i64> = (0..n)
         .map(|i| info_ref_time(ctx, &call.args.args[0], grid.ts(i)))
         .collect();
-    let vals = ctx.select_at(infos_raw.iter().copied(), &refs, false);
-    let times = ctx.select_at(infos_raw.iter().copied(), &refs, true);
+    let vals = ctx.select_at(infos_raw.iter().copied(), &refs, false)?;
+    let times = ctx.select_at(infos_raw.iter().copied(), &refs, true)?;
     let must_match = data_ms.iter().any(|m| !m.matches_empty());
     let mut merger = Merger::new(n);
     for b in &base {
@@ -1042,11 +1042,15 @@ fn range_function(
     let n = grid.n();
     // Series-parallel: each series' windows are independent. Annotations are raised afterwards,
     // in series order, so that their order does not depend on thread timing.
+    let held = ctx.meter();
     let per_series: Vec<(Option<Ser>, usize, Vec<f64>)> = r
         .series
         .par_iter()
         .with_min_len(par_min_series(n))
         .map(|raw| {
+            if held.exceeded() {
+                return (None, 0, Vec::new());
+            }
             let (sts, svs) = (raw.ts(), raw.vs());
             let mut vals = Vec::with_capacity(n);
             let mut any = false;
@@ -1060,6 +1064,11 @@ fn range_function(
             // quantile parameters used at a step with a value and outside [0, 1]
             let mut bad_q: Vec<f64> = Vec::new();
             for i in 0..n {
+                // a long series stops at its next 1,024 windows once the query is over
+                // budget, past its deadline or cancelled
+                if i % 1024 == 1023 && held.exceeded() {
+                    return (None, 0, Vec::new());
+                }
                 let end = r.refs[i];
                 let (lo, hi) = if end >= last_end {
                     let (mut lo, mut hi) = win;
@@ -1108,9 +1117,14 @@ fn range_function(
                 drop_name: !keep_name,
                 vals,
             });
+            held.add(
+                ser.as_ref().map_or(0, |s| s.vals.iter().flatten().count()),
+                n,
+            );
             (ser, peak, bad_q)
         })
         .collect();
+    held.check()?;
     let mut out = Vec::with_capacity(per_series.len());
     let mut peak = 0usize;
     for (ser, p, bad_q) in per_series {
