@@ -524,6 +524,13 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         for (name, kind, help, v) in gauges {
             telemetry::single(&mut out, name, kind, help, v);
         }
+        telemetry::single(
+            &mut out,
+            "fleetgate_retired_files",
+            "gauge",
+            "Sample files compaction or retention removed, kept until the reads holding them finish.",
+            core.store.retired_files() as f64,
+        );
         let h = core.store.fsync_histogram();
         telemetry::render_snapshot(
             &mut out,

@@ -121,12 +121,13 @@ pub(crate) async fn compact_partition(
             set.remove(hour, &f.path);
         }
     }
-    for f in inputs {
-        store.caches.forget(f.key);
-    }
+    store
+        .caches
+        .forget(inputs.iter().find(|f| f.path == path).map_or(0, |f| f.key));
+    // deleted once the reads that selected them are done (see `graveyard`)
     let mut removed = 0;
     for f in inputs.iter().filter(|f| f.path != path) {
-        store.objects.delete(&f.path).await?;
+        store.graveyard.retire(Arc::clone(f));
         removed += 1;
     }
     tracing::info!(

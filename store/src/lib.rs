@@ -19,6 +19,7 @@ mod catalog;
 mod catalog_compaction;
 mod compaction;
 pub mod error;
+mod graveyard;
 mod index;
 pub mod labels;
 pub mod matcher;

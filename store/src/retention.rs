@@ -26,9 +26,9 @@ pub(crate) async fn run(store: &Store, now_ms: i64) -> Result<(u64, u64)> {
     let (mut parts, mut files) = (0, 0);
     for (hour, list) in expired {
         let bytes: u64 = list.iter().map(|f| f.size).sum();
-        for f in &list {
-            store.caches.forget(f.key);
-            store.objects.delete(&f.path).await?;
+        for f in list.iter() {
+            // deleted once the reads that selected it are done (see `graveyard`)
+            store.graveyard.retire(Arc::clone(f));
             files += 1;
         }
         parts += 1;

@@ -94,6 +94,8 @@ pub struct Store {
     pub(crate) files: RwLock<PartitionSet>,
     /// Series tables and footers of the files, bounded.
     pub(crate) caches: FileCaches,
+    /// Files compaction and retention removed, deleted once no read holds them.
+    pub(crate) graveyard: crate::graveyard::Graveyard,
     pub(crate) maint: tokio::sync::Mutex<MaintState>,
     pub(crate) next_file_seq: Arc<AtomicU64>,
     closed: AtomicBool,
@@ -237,6 +239,7 @@ impl Store {
             frozen_bytes: AtomicU64::new(0),
             files: RwLock::new(files),
             caches,
+            graveyard: Default::default(),
             maint: tokio::sync::Mutex::new(MaintState {
                 persisted_max_id,
                 last_flush_ms: None,
@@ -400,7 +403,7 @@ impl Store {
         if sel.is_empty() || end_ms < start_ms || !self.may_hold_samples(start_ms, end_ms) {
             return Ok(Vec::new());
         }
-        let samples = retry_not_found(|| self.scan_once(&sel, start_ms, end_ms)).await?;
+        let samples = self.scan_once(&sel, start_ms, end_ms).await?;
         Ok(sel
             .into_iter()
             .zip(samples)
@@ -433,7 +436,7 @@ impl Store {
         if sel.is_empty() {
             return Ok(sel);
         }
-        let found = retry_not_found(|| self.series_present(&sel, start_ms, end_ms)).await?;
+        let found = self.series_present(&sel, start_ms, end_ms).await?;
         Ok(sel
             .into_iter()
             .zip(found)
@@ -764,7 +767,35 @@ impl Store {
         self.counters
             .retention_deleted
             .fetch_add(files, Ordering::Relaxed);
+        self.delete_retired().await?;
         Ok(out)
+    }
+
+    /// Deletes the retired files no read holds any more; a file whose deletion fails stays
+    /// retired and is tried again at the next maintenance.
+    pub(crate) async fn delete_retired(&self) -> Result<usize> {
+        let free = self.graveyard.take_unheld();
+        let mut deleted = 0;
+        let mut first_err = None;
+        for f in free {
+            self.caches.forget(f.key);
+            match self.objects.delete(&f.path).await {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    self.graveyard.retire(f);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+
+    /// Files removed from the store but still held by reads (deleted when they finish).
+    pub fn retired_files(&self) -> usize {
+        self.graveyard.len()
     }
 
     /// Stops accepting writes, flushes everything, fsyncs and stops the WAL commit thread.
@@ -775,6 +806,9 @@ impl Store {
         }
         let flushed = self.flush().await;
         self.wal.close().await?;
+        if let Err(e) = self.delete_retired().await {
+            tracing::warn!(error = %e, "retired files left on disk; deleted again after restart");
+        }
         flushed.map(|_| ())
     }
 
@@ -915,34 +949,6 @@ fn write_frozen(
     (out, None)
 }
 
-/// Runs a read again (3 times at most) when a file it snapshotted was removed under it by
-/// compaction or retention: each attempt takes a fresh snapshot.
-async fn retry_not_found<T, F, Fut>(mut read: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        match read().await {
-            Err(e) if attempt < 3 && is_not_found(&e) => attempt += 1,
-            r => return r,
-        }
-    }
-}
-
-/// True when `e` says an object vanished (compaction or retention removed a file mid-scan).
-fn is_not_found(e: &Error) -> bool {
-    match e {
-        Error::ObjectStore(object_store::Error::NotFound { .. }) => true,
-        Error::Parquet(parquet::errors::ParquetError::External(inner)) => matches!(
-            inner.downcast_ref::<object_store::Error>(),
-            Some(object_store::Error::NotFound { .. })
-        ),
-        _ => false,
-    }
-}
-
 /// `(metric, cluster)` of a series for the sample files' leading columns.
 pub(crate) fn series_names(labels: Option<&Labels>) -> (Arc<str>, Option<Arc<str>>) {
     let Some(l) = labels else {
@@ -968,6 +974,71 @@ mod tests {
     use crate::partition::write::{BATCH_ROWS, SeriesRows, encode_samples};
 
     const T0: i64 = 1_767_225_600_000;
+
+    /// A read's snapshot of files stays readable through the compaction that replaces them and
+    /// the retention that expires them; the files are deleted once the read lets go.
+    #[tokio::test]
+    async fn retired_files_live_until_their_last_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            compaction_min_files: 2,
+            retention: std::time::Duration::from_secs(2 * 3600),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(opts).await.unwrap();
+        let id = store
+            .series_id(&Labels::from_pairs([("__name__", "m")]))
+            .unwrap()
+            .0;
+        for k in 0..3 {
+            let batch = [SampleRef {
+                series: id,
+                timestamp_ms: T0 + k * 1000,
+                value: k as f64,
+            }];
+            store.append(&batch).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        let snapshot = store.files_to_read(&[id], T0, T0 + HOUR_MS);
+        assert_eq!(snapshot.len(), 3);
+        let on_disk = |f: &FileMeta| dir.path().join(f.path.as_ref()).exists();
+        // compaction replaces the three files while the read holds them
+        let m = store.maintain(T0 + HOUR_MS + 21 * 60_000).await.unwrap();
+        assert_eq!(m.compacted_files, 3);
+        assert_eq!(store.retired_files(), 3);
+        for f in &snapshot {
+            assert!(on_disk(f), "{} deleted under a read", f.path);
+            let rows = read_series(&store.objects, &store.caches, f, Some(&[id]))
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+        }
+        drop(snapshot);
+        store.maintain(T0 + HOUR_MS + 22 * 60_000).await.unwrap();
+        assert_eq!(store.retired_files(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("samples"))
+                .unwrap()
+                .count(),
+            1
+        );
+        // retention expires the hour while a read holds its compacted file
+        let snapshot = store.files_to_read(&[id], T0, T0 + HOUR_MS);
+        let m = store.maintain(T0 + 4 * HOUR_MS).await.unwrap();
+        assert_eq!(m.retention_files, 1);
+        assert!(on_disk(&snapshot[0]));
+        assert!(
+            store
+                .scan(&[Matcher::equal("__name__", "m")], T0, T0 + HOUR_MS)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop(snapshot);
+        store.maintain(T0 + 4 * HOUR_MS + 1).await.unwrap();
+        assert_eq!(store.retired_files(), 0);
+    }
 
     /// Scans read only the files overlapping their time range whose series-id range holds a
     /// wanted series, each file once; and answer the same as when every file is read.

@@ -120,3 +120,72 @@ async fn crash_between_compaction_write_and_delete_is_harmless() {
     assert_eq!(store.stats().files, 1);
     assert_eq!(store.scan(&all, T0, T0 + H).await.unwrap(), before);
 }
+
+/// Reads in a loop on several threads through compactions and a retention delete: no read fails,
+/// and each answers exactly what the data holds (with or without the expired hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_survive_compaction_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fleetgate_store::Store::open(StoreOptions {
+        compaction_min_files: 2,
+        retention: std::time::Duration::from_secs(3 * 3600),
+        ..opts(dir.path())
+    })
+    .await
+    .unwrap();
+    let ids: Vec<u64> = (0..50)
+        .map(|i| series(&store, "m", &[("i", &i.to_string())]))
+        .collect();
+    // 3 hours, 4 files each
+    for round in 0..4 {
+        let batch: Vec<_> = ids
+            .iter()
+            .flat_map(|id| (0..3).map(move |h| s(*id, T0 + h * H + round * 60_000, round as f64)))
+            .collect();
+        store.append(&batch).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.stats().files, 12);
+    let all = [Matcher::equal("__name__", "m")];
+    let full = store.scan(&all, T0, T0 + 3 * H).await.unwrap();
+    let without_first = store.scan(&all, T0 + H, T0 + 3 * H).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stop) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&stop));
+            let (full, without_first) = (full.clone(), without_first.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got = store
+                        .scan(&[Matcher::equal("__name__", "m")], T0, T0 + 3 * H)
+                        .await
+                        .expect("a read failed during maintenance");
+                    assert!(got == full || got == without_first, "a read answered wrong");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // compaction of the three closed hours, then retention of the first
+    let m = store.maintain(T0 + 3 * H + 21 * 60_000).await.unwrap();
+    assert_eq!(m.compacted_partitions, 3);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let m = store.maintain(T0 + 4 * H + 30 * 60_000).await.unwrap();
+    assert_eq!(m.retention_partitions, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for r in readers {
+        total += r.await.unwrap();
+    }
+    assert!(total > 8, "reads ran during maintenance: {total}");
+    store.maintain(T0 + 4 * H + 31 * 60_000).await.unwrap();
+    assert_eq!(store.retired_files(), 0, "deleted once the reads finished");
+    assert_eq!(
+        store.scan(&all, T0, T0 + 3 * H).await.unwrap(),
+        without_first
+    );
+}
