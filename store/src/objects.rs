@@ -62,7 +62,7 @@ impl Objects {
     /// blocking thread); a no-op elsewhere.
     pub(crate) fn sync_blocking(&self, path: &Path) -> Result<()> {
         match &self.local_root {
-            Some(root) => sync_file_and_dir(&root.join(path.as_ref())),
+            Some(root) => sync_file_and_dirs(root, &root.join(path.as_ref())),
             None => Ok(()),
         }
     }
@@ -71,8 +71,8 @@ impl Objects {
     pub(crate) async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.store.put(path, PutPayload::from_bytes(bytes)).await?;
         if let Some(root) = &self.local_root {
-            let file: PathBuf = root.join(path.as_ref());
-            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+            let (root, file): (PathBuf, PathBuf) = (root.clone(), root.join(path.as_ref()));
+            tokio::task::spawn_blocking(move || sync_file_and_dirs(&root, &file))
                 .await
                 .map_err(|e| Error::Io {
                     op: "fsync task",
@@ -103,13 +103,20 @@ impl Objects {
     }
 }
 
-/// fsyncs a local file and its directory.
-fn sync_file_and_dir(file: &std::path::Path) -> Result<()> {
+/// fsyncs a local file and every directory from its own up to `root`: the `date=`/`hour=`
+/// directories a write may just have created are entries of their parents, which must reach
+/// stable storage too or a power loss could lose the whole partition directory.
+fn sync_file_and_dirs(root: &std::path::Path, file: &std::path::Path) -> Result<()> {
     std::fs::File::open(file)
         .and_then(|f| f.sync_all())
         .map_err(io_err("fsync", file))?;
-    if let Some(parent) = file.parent() {
-        sync_dir(parent)?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        sync_dir(d)?;
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        dir = d.parent();
     }
     Ok(())
 }
