@@ -81,7 +81,7 @@ fn log_overload(e: &fleetgate_ingest::Error) {
             .is_ok()
     {
         REFUSED.store(0, Ordering::Relaxed);
-        tracing::warn!(error = %e, refused_requests = n, "refusing writes: over budget (503 + Retry-After)");
+        tracing::warn!(error = %e, refused_requests = n, "refusing writes (503 + Retry-After)");
     }
 }
 

@@ -127,11 +127,18 @@ async fn healthy() -> &'static str {
     "fleetgate is healthy\n"
 }
 
+/// `/-/ready`: 200 once the WAL is replayed and while storage can write; 503 + Retry-After with
+/// the reason otherwise (a full disk: writes resume by themselves once space comes back).
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
-    if st.core.get().is_some() {
-        (StatusCode::OK, "fleetgate is ready\n").into_response()
-    } else {
-        ApiError::unavailable("replaying the WAL; not ready yet\n").into_response()
+    match st.core.get() {
+        None => ApiError::unavailable("replaying the WAL; not ready yet\n").into_response(),
+        Some(core) => match core.store.write_failure() {
+            None => (StatusCode::OK, "fleetgate is ready\n").into_response(),
+            Some(why) => ApiError::unavailable(format!(
+                "not ready: storage cannot write ({why}); writes resume by themselves once it can\n"
+            ))
+            .into_response(),
+        },
     }
 }
 
@@ -524,6 +531,60 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         for (name, kind, help, v) in gauges {
             telemetry::single(&mut out, name, kind, help, v);
         }
+        let storage: [(&str, &str, &str, f64); 6] = [
+            (
+                "fleetgate_storage_writable",
+                "gauge",
+                "1 while the WAL can be written; 0 after a write or fsync failure until a fresh segment is durable.",
+                if core.store.write_failure().is_none() {
+                    1.0
+                } else {
+                    0.0
+                },
+            ),
+            (
+                "fleetgate_wal_write_failures_total",
+                "counter",
+                "WAL write or fsync failures (each starts a period of refused writes).",
+                s.wal_write_failures_total as f64,
+            ),
+            (
+                "fleetgate_wal_recoveries_total",
+                "counter",
+                "Recoveries from WAL write failures (a fresh segment written and fsync'd).",
+                s.wal_recoveries_total as f64,
+            ),
+            (
+                "fleetgate_wal_corrupt_records_total",
+                "counter",
+                "Damaged WAL stretches skipped by replay at start (each lost at least one record).",
+                s.wal_corrupt_records as f64,
+            ),
+            (
+                "fleetgate_wal_corrupt_bytes_total",
+                "counter",
+                "Bytes in the damaged WAL stretches skipped by replay at start.",
+                s.wal_corrupt_bytes as f64,
+            ),
+            (
+                "fleetgate_wal_damaged_segments",
+                "gauge",
+                "WAL segments copied into wal/damaged/ at start for inspection.",
+                s.wal_damaged_segments as f64,
+            ),
+        ];
+        for (name, kind, help, v) in storage {
+            telemetry::single(&mut out, name, kind, help, v);
+        }
+        telemetry::single(
+            &mut out,
+            "fleetgate_maintenance_failures_total",
+            "counter",
+            "Maintenance rounds (flush, compaction, retention) that failed and will be retried.",
+            st.telemetry
+                .maintenance_failures
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
         telemetry::single(
             &mut out,
             "fleetgate_retired_files",

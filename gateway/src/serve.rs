@@ -1,11 +1,12 @@
 //! `fleetgate serve`: wiring of config, store, ingester and listener; background jobs; graceful shutdown.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use fleetgate_ingest::{ClusterContext, IngestOptions, Ingester};
 use fleetgate_store::{CacheOptions, Store, StoreOptions};
+use futures::FutureExt as _;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -153,18 +154,48 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
     let maint_store = Arc::clone(&store);
     let maint_ingester = Arc::clone(&ingester);
     let every = cfg.storage.maintenance_interval.0;
+    let maint_state = Arc::clone(&state);
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // After a failure, retry sooner than the interval (a flush waiting for disk space).
+        let mut failing = false;
         loop {
+            let retry = async {
+                if failing {
+                    tokio::time::sleep(every.min(MAINTENANCE_RETRY)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = maint_store.flush_wanted() => {}
+                _ = retry => {}
                 _ = maint_rx.wait_for(|v| *v) => break,
             }
             let now = http::now_ms();
-            if let Err(e) = maint_store.maintain(now).await {
-                tracing::error!(error = %e, "maintenance failed; will retry");
+            // A panic inside a library (object_store, parquet) ends this round, not the task.
+            let round = std::panic::AssertUnwindSafe(maint_store.maintain(now)).catch_unwind();
+            let failed = match round.await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(panic) => Some(format!("panic: {}", panic_message(&*panic))),
+            };
+            match (&failed, failing) {
+                (Some(e), false) => {
+                    tracing::error!(error = %e, "maintenance failed; retrying until it succeeds");
+                }
+                (Some(e), true) => tracing::debug!(error = %e, "maintenance still failing"),
+                (None, true) => tracing::warn!("maintenance succeeded again"),
+                (None, false) => {}
+            }
+            failing = failed.is_some();
+            if failing {
+                maint_state
+                    .telemetry
+                    .maintenance_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             maint_ingester.sweep(now);
         }
@@ -184,6 +215,17 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
     }
+}
+
+/// How soon a failed maintenance round (e.g. a flush that met a full disk) is tried again.
+const MAINTENANCE_RETRY: Duration = Duration::from_secs(2);
+
+/// The text of a caught panic's payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn store_options(cfg: &Config) -> StoreOptions {

@@ -96,6 +96,8 @@ pub(crate) struct Telemetry {
     series_created: Mutex<BTreeMap<String, u64>>,
     query_duration: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
     query_samples: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
+    /// Maintenance rounds that failed (or panicked) and will be retried.
+    pub(crate) maintenance_failures: AtomicU64,
 }
 
 impl Telemetry {

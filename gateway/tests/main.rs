@@ -4,6 +4,7 @@
 mod bad_input;
 mod connections;
 mod crash;
+mod disk_full;
 mod grafana;
 mod harness;
 mod hostile_queries;

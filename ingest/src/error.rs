@@ -66,9 +66,10 @@ impl Error {
                 ErrorKind::BadRequest
             }
             Self::TooLarge { .. } => ErrorKind::PayloadTooLarge,
-            Self::Overloaded(_) | Self::Store(StoreError::Overloaded(_) | StoreError::Closed) => {
-                ErrorKind::Overloaded
-            }
+            Self::Overloaded(_)
+            | Self::Store(
+                StoreError::Overloaded(_) | StoreError::Closed | StoreError::Unavailable(_),
+            ) => ErrorKind::Overloaded,
             Self::Store(_) | Self::InvalidConfig(_) => ErrorKind::Internal,
         }
     }

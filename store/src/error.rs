@@ -21,6 +21,10 @@ pub enum Error {
     /// The WAL or memtables are over their budget; the caller should retry later.
     #[error("store over budget: {0}")]
     Overloaded(String),
+    /// The store cannot write now (the WAL hit a full disk or an I/O error); it recovers by
+    /// itself once a fresh WAL segment can be written, and the caller should retry later.
+    #[error("storage cannot write now, retry later: {0}")]
+    Unavailable(String),
     /// The store is shutting down and accepts no more writes.
     #[error("store is closed")]
     Closed,

@@ -98,6 +98,16 @@ pub struct StoreStats {
     pub series_table_cache_bytes: u64,
     /// Bytes (weighted) held by the cache of parsed Parquet footers and page indexes.
     pub parquet_metadata_cache_bytes: u64,
+    /// Damaged WAL stretches replay skipped at open (each lost at least one record).
+    pub wal_corrupt_records: u64,
+    /// Bytes in those stretches.
+    pub wal_corrupt_bytes: u64,
+    /// WAL segments copied into `wal/damaged/` at open.
+    pub wal_damaged_segments: u64,
+    /// WAL write or fsync failures since open (each starts a period of refused writes).
+    pub wal_write_failures_total: u64,
+    /// Recoveries from those failures (a fresh segment written and fsync'd) since open.
+    pub wal_recoveries_total: u64,
 }
 
 /// What one flush did.

@@ -87,7 +87,11 @@ pub struct Store {
     /// The append gate: appends and series creation hold it shared while they log and insert;
     /// flush holds it exclusive to rotate the WAL and freeze the memtable atomically.
     gate: RwLock<()>,
-    pub(crate) catalog: RwLock<Catalog>,
+    pub(crate) catalog: Arc<RwLock<Catalog>>,
+    /// [`MaintState::persisted_max_id`], readable by the WAL's re-log after a write failure.
+    persisted_max_id: Arc<AtomicU64>,
+    /// What WAL replay found damaged at open.
+    replayed: wal::ReplayStats,
     pub(crate) active: RwLock<Memtable>,
     frozen: RwLock<Vec<Frozen>>,
     frozen_bytes: AtomicU64,
@@ -206,19 +210,40 @@ impl Store {
         if dropped > 0 {
             tracing::error!(dropped, "WAL samples of unknown series were dropped");
         }
+        if replay.corrupt_records > 0 {
+            tracing::error!(
+                corrupt_records = replay.corrupt_records,
+                corrupt_bytes = replay.corrupt_bytes,
+                damaged_segments = replay.damaged_segments,
+                "WAL replay skipped damaged records; every intact record was kept"
+            );
+        }
         let hist = Arc::new(Histogram::default());
+        let catalog = Arc::new(RwLock::new(catalog));
+        let persisted = Arc::new(AtomicU64::new(persisted_max_id));
+        let relog: wal::Relog = {
+            let (catalog, persisted) = (Arc::clone(&catalog), Arc::clone(&persisted));
+            Box::new(move |buf: &mut Vec<u8>| {
+                let cat = catalog.read();
+                let after = persisted.load(Ordering::Acquire);
+                for (id, labels) in cat.range(after, cat.max_id()) {
+                    record::encode_series(buf, id, &labels);
+                }
+            })
+        };
         let wal = Wal::start(
             &wal_dir,
             replay.max_seq + 1,
             opts.wal_segment_bytes,
             replay.bytes,
             Arc::clone(&hist),
+            relog,
         )?;
         tracing::info!(
             segments = replay.segments,
             records = replay.records,
             samples = active.samples(),
-            series = catalog.len(),
+            series = catalog.read().len(),
             catalog_files = cat_files.len(),
             files = files.file_count(),
             ms = t0.elapsed().as_millis() as u64,
@@ -233,7 +258,9 @@ impl Store {
             objects,
             wal,
             gate: RwLock::new(()),
-            catalog: RwLock::new(catalog),
+            catalog,
+            persisted_max_id: persisted,
+            replayed: replay,
             active: RwLock::new(active),
             frozen: RwLock::new(Vec::new()),
             frozen_bytes: AtomicU64::new(0),
@@ -682,6 +709,7 @@ impl Store {
                     .await?;
             }
             ms.persisted_max_id = max_id;
+            self.persisted_max_id.store(max_id, Ordering::Release);
         }
         self.wal.wait_rotated(rot_seq).await?;
         stats.wal_segments_removed = self.wal.remove_segments_before(rot_seq)? as u64;
@@ -827,6 +855,7 @@ impl Store {
             (f.partition_count() as u64, f.file_count() as u64)
         };
         let (series_table_cache_bytes, parquet_metadata_cache_bytes) = self.caches.bytes();
+        let health = self.wal.health();
         StoreStats {
             series_total: self.catalog.read().len(),
             memtable_bytes: mem_bytes,
@@ -842,7 +871,18 @@ impl Store {
             catalog_compactions_total: self.counters.catalog_compactions.load(Ordering::Relaxed),
             series_table_cache_bytes,
             parquet_metadata_cache_bytes,
+            wal_corrupt_records: self.replayed.corrupt_records,
+            wal_corrupt_bytes: self.replayed.corrupt_bytes,
+            wal_damaged_segments: self.replayed.damaged_segments,
+            wal_write_failures_total: health.failures,
+            wal_recoveries_total: health.recoveries,
         }
+    }
+
+    /// Why the store cannot accept writes now (the WAL hit a full disk or an I/O error and has
+    /// not yet started a fresh segment), or `None` when it can.
+    pub fn write_failure(&self) -> Option<String> {
+        self.wal.health().failed.map(|m| m.to_string())
     }
 
     /// Publishes the number of catalog files for [`Store::stats`].

@@ -5,9 +5,11 @@
 //! Hand-written rather than a library because it is the hot path of every acknowledgement: one
 //! memcpy under a mutex per request, one `fdatasync` per batch of requests.
 //!
-//! After a write or fsync error the WAL is poisoned: the waiters of that batch and every later
-//! append fail with [`Error::Io`] until the process restarts, because the page cache can no longer
-//! be trusted to hold what was written (the PostgreSQL lesson).
+//! After a write or fsync error (a full disk, an I/O error) the segment being written is never
+//! trusted again (the page cache may no longer hold what was written: the PostgreSQL lesson): the
+//! waiters of everything not yet durable fail, appends fail with [`Error::Unavailable`], and the
+//! commit thread retries, with backoff, to start a fresh segment whose header and the re-logged
+//! unpersisted series definitions are written and fsync'd; once that succeeds, appends resume.
 
 pub(crate) mod record;
 pub(crate) mod segment;
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -28,13 +30,49 @@ use crate::stats::Histogram;
 use record::Record;
 use segment::io_err;
 
-/// What the commit thread has made durable, or why it stopped.
+/// What the commit thread has made durable, or why it cannot write now.
 #[derive(Debug, Clone, Default)]
 struct Progress {
     durable: u64,
     /// Sequence of the segment currently written.
     segment: u64,
+    /// Set while the WAL cannot be written (cleared when a fresh segment is durable).
     failed: Option<Arc<str>>,
+    /// LSN ranges `(after, upto]` appended but lost to a write failure: never acknowledged,
+    /// even though later LSNs become durable. Oldest first; merged beyond [`MAX_LOST_RANGES`]
+    /// (a merged range may also refuse some durable LSNs: a retry, never a false ack).
+    lost: Vec<(u64, u64)>,
+    /// Write failures since open, and recoveries.
+    failures: u64,
+    recoveries: u64,
+}
+
+/// Lost ranges kept before the oldest two are merged.
+const MAX_LOST_RANGES: usize = 16;
+/// First and longest wait between attempts to start a fresh segment after a failure.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+impl Progress {
+    fn lost(&self, lsn: u64) -> bool {
+        self.lost.iter().any(|&(a, b)| lsn > a && lsn <= b)
+    }
+}
+
+/// Encodes, into a fresh segment after a failure, the series definitions that exist only in the
+/// WAL (created since the catalog was last persisted): their records may have been in the lost
+/// part, and samples written later refer to them.
+pub(crate) type Relog = Box<dyn Fn(&mut Vec<u8>) + Send + Sync>;
+
+/// The WAL's health, for readiness and metrics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Health {
+    /// Why the WAL cannot be written now; `None` when it can.
+    pub(crate) failed: Option<Arc<str>>,
+    /// Write failures since open.
+    pub(crate) failures: u64,
+    /// Recoveries (fresh segment started) since open.
+    pub(crate) recoveries: u64,
 }
 
 #[derive(Debug)]
@@ -49,15 +87,24 @@ struct State {
     failed: Option<Arc<str>>,
 }
 
-#[derive(Debug)]
 struct Shared {
     dir: PathBuf,
+    relog: Relog,
     state: Mutex<State>,
     wake: Condvar,
     durable_tx: watch::Sender<Progress>,
     disk_bytes: AtomicU64,
     segment_bytes: u64,
     hist: Arc<Histogram>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("dir", &self.dir)
+            .field("segment_bytes", &self.segment_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What replay found.
@@ -71,11 +118,20 @@ pub(crate) struct ReplayStats {
     pub(crate) max_seq: u64,
     /// Bytes of WAL on disk after replay.
     pub(crate) bytes: u64,
+    /// Damaged stretches skipped (each lost at least one record); a torn tail of the newest
+    /// segment is not counted.
+    pub(crate) corrupt_records: u64,
+    /// Bytes in those stretches.
+    pub(crate) corrupt_bytes: u64,
+    /// Segments copied aside into `damaged/`.
+    pub(crate) damaged_segments: u64,
 }
 
-/// Replays every segment in `dir` in sequence order. A short or corrupt record at the tail of the
-/// last segment is a torn write: the file is truncated there. In an older segment the rest of that
-/// segment is skipped with an error log.
+/// Replays every segment in `dir` in sequence order, keeping every intact record of every
+/// segment: after a damaged record it resynchronises at the next good one. A bad stretch at the
+/// end of the newest segment is a torn write (the crash cut an append): the file is truncated
+/// there. Any other damage is counted, logged with segment and offset, and the segment is copied
+/// into `damaged/` before replay goes on (the original is removed by the next flush, as usual).
 pub(crate) fn replay(dir: &Path, f: &mut dyn FnMut(Record)) -> Result<ReplayStats> {
     std::fs::create_dir_all(dir).map_err(io_err("create dir", dir))?;
     let segs = segment::list_segments(dir)?;
@@ -86,16 +142,36 @@ pub(crate) fn replay(dir: &Path, f: &mut dyn FnMut(Record)) -> Result<ReplayStat
         stats.max_seq = stats.max_seq.max(seq);
         let r = segment::read_segment(&path, f)?;
         stats.records += r.records;
-        let mut kept = len;
-        if let Some((at, why)) = r.bad_tail_at {
-            if i + 1 == n {
-                tracing::warn!(segment = %path.display(), offset = at, reason = ?why, "truncating torn WAL tail");
-                segment::truncate_segment(dir, &path, at)?;
-                kept = if at < segment::HEADER_LEN { 0 } else { at };
-            } else {
-                tracing::error!(segment = %path.display(), offset = at, reason = ?why,
-                    "corrupt record in older WAL segment; skipping the rest of the segment");
+        let newest = i + 1 == n;
+        let torn = if newest {
+            r.bad_tail(len).cloned()
+        } else {
+            None
+        };
+        let damage: Vec<_> = r.bad.iter().filter(|b| torn.as_ref() != Some(*b)).collect();
+        if !damage.is_empty() {
+            for b in &damage {
+                stats.corrupt_records += 1;
+                stats.corrupt_bytes += b.len;
+                tracing::error!(segment = %path.display(), offset = b.at, bytes = b.len, reason = ?b.why,
+                    "corrupt WAL record skipped; replay resumed at the next good record");
             }
+            match segment::keep_damaged(dir, &path) {
+                Ok(copy) => {
+                    stats.damaged_segments += 1;
+                    tracing::error!(segment = %path.display(), copy = %copy.display(),
+                        "damaged WAL segment copied aside for inspection");
+                }
+                Err(e) => {
+                    tracing::error!(segment = %path.display(), error = %e, "cannot copy a damaged WAL segment aside");
+                }
+            }
+        }
+        let mut kept = len;
+        if let Some(t) = torn {
+            tracing::warn!(segment = %path.display(), offset = t.at, reason = ?t.why, "truncating torn WAL tail");
+            segment::truncate_segment(dir, &path, t.at)?;
+            kept = if t.at < segment::HEADER_LEN { 0 } else { t.at };
         }
         stats.bytes += kept;
     }
@@ -119,15 +195,16 @@ impl Wal {
         segment_bytes: u64,
         existing_bytes: u64,
         hist: Arc<Histogram>,
+        relog: Relog,
     ) -> Result<Self> {
         let file = segment::create_segment(dir, first_seq)?;
         let (durable_tx, durable_rx) = watch::channel(Progress {
-            durable: 0,
             segment: first_seq,
-            failed: None,
+            ..Progress::default()
         });
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            relog,
             state: Mutex::new(State {
                 buf: Vec::with_capacity(1 << 20),
                 buf_start: 0,
@@ -171,25 +248,36 @@ impl Wal {
     }
 
     fn poisoned(&self, msg: &str) -> Error {
-        Error::Io {
-            op: "WAL commit",
-            path: self.shared.dir.display().to_string(),
-            source: std::io::Error::other(msg.to_string()),
-        }
+        Error::Unavailable(format!("WAL {msg}"))
     }
 
-    /// Resolves once everything up to `lsn` is on disk and fsync'd.
+    /// Resolves once everything up to `lsn` is on disk and fsync'd; fails when a write failure
+    /// lost it.
     pub(crate) async fn wait_durable(&self, lsn: u64) -> Result<()> {
         let mut rx = self.durable_rx.clone();
         let p = rx
-            .wait_for(|p| p.durable >= lsn || p.failed.is_some())
+            .wait_for(|p| p.durable >= lsn || p.failed.is_some() || p.lost(lsn))
             .await
-            .map_err(|_| Error::Closed)?
-            .clone();
-        if p.durable >= lsn {
-            return Ok(());
+            .map_err(|_| Error::Closed)?;
+        if p.lost(lsn) || p.durable < lsn {
+            let msg = p
+                .failed
+                .clone()
+                .unwrap_or_else(|| Arc::from("a write failed before this batch was durable"));
+            drop(p);
+            return Err(self.poisoned(&msg));
         }
-        Err(self.poisoned(p.failed.as_deref().unwrap_or("WAL commit failed")))
+        Ok(())
+    }
+
+    /// Whether the WAL can be written now, and its failure counts.
+    pub(crate) fn health(&self) -> Health {
+        let p = self.durable_rx.borrow();
+        Health {
+            failed: p.failed.clone(),
+            failures: p.failures,
+            recoveries: p.recoveries,
+        }
     }
 
     /// Asks the commit thread to start a new segment after everything appended so far. Returns
@@ -218,7 +306,7 @@ impl Wal {
         if p.segment >= seq {
             return Ok(());
         }
-        Err(self.poisoned(p.failed.as_deref().unwrap_or("WAL commit failed")))
+        Err(self.poisoned(p.failed.as_deref().unwrap_or("WAL write failed")))
     }
 
     /// Removes every segment whose sequence is below `seq`; returns how many.
@@ -317,15 +405,121 @@ fn commit_loop(sh: &Shared, mut file: File, mut seq: u64) {
                 });
             }
             Err(e) => {
-                let msg: Arc<str> = e.to_string().into();
-                tracing::error!(error = %msg, "WAL write failed; refusing further writes");
-                sh.state.lock().failed = Some(Arc::clone(&msg));
-                sh.durable_tx.send_modify(|p| p.failed = Some(msg));
-                return;
+                fail(sh, &e);
+                // Never trust the failed segment past its last fsync: cut it back there.
+                let bad = (seq, seg_len);
+                match recover(sh, bad) {
+                    Some((f, s, len)) => (file, seq, seg_len) = (f, s, len),
+                    None => return,
+                }
+                continue;
             }
         }
         if closing && sh.state.lock().buf.is_empty() {
             return;
+        }
+    }
+}
+
+/// Marks the WAL failed: appends are refused from now on and everything appended but not durable
+/// is lost (its waiters fail).
+fn fail(sh: &Shared, e: &Error) {
+    tracing::error!(error = %e, "WAL write failed; refusing writes until a fresh segment can be written");
+    // What callers and /-/ready are told: the operation and the OS error, not the paths.
+    let msg: Arc<str> = match e {
+        Error::Io { op, source, .. } => format!("{op}: {source}"),
+        other => other.to_string(),
+    }
+    .into();
+    let appended = {
+        let mut st = sh.state.lock();
+        st.failed = Some(Arc::clone(&msg));
+        st.buf_start + st.buf.len() as u64
+    };
+    sh.durable_tx.send_modify(|p| {
+        p.failed = Some(msg);
+        p.failures += 1;
+        if appended > p.durable {
+            p.lost.push((p.durable, appended));
+        }
+        if p.lost.len() > MAX_LOST_RANGES {
+            let (a, _) = p.lost[0];
+            let (_, b) = p.lost[1];
+            p.lost.splice(0..2, [(a, b)]);
+        }
+    });
+}
+
+/// Retries, with backoff, until a fresh segment holds its header and the re-logged series,
+/// fsync'd; then drops what was buffered during the failure and lets appends resume. Returns
+/// `None` when the WAL is closed meanwhile.
+fn recover(sh: &Shared, (bad_seq, bad_len): (u64, u64)) -> Option<(File, u64, u64)> {
+    let mut wait = RETRY_FIRST;
+    let mut cut = false;
+    loop {
+        {
+            let mut st = sh.state.lock();
+            if !st.closing {
+                sh.wake.wait_for(&mut st, wait);
+            }
+            if st.closing {
+                return None;
+            }
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+        if !cut {
+            let path = segment::segment_path(&sh.dir, bad_seq);
+            cut = segment::cut_back(&path, bad_len).is_ok();
+        }
+        let new_seq = {
+            let mut st = sh.state.lock();
+            let s = st.next_seq;
+            st.next_seq += 1;
+            s
+        };
+        let mut relog = Vec::new();
+        (sh.relog)(&mut relog);
+        let started = segment::create_segment(&sh.dir, new_seq).and_then(|mut f| {
+            let path = segment::segment_path(&sh.dir, new_seq);
+            if !relog.is_empty() {
+                f.write_all(&relog).map_err(io_err("write", &path))?;
+                f.sync_data().map_err(io_err("fdatasync", &path))?;
+            }
+            Ok(f)
+        });
+        match started {
+            Ok(f) => {
+                let len = segment::HEADER_LEN + relog.len() as u64;
+                sh.disk_bytes.fetch_add(len, Ordering::Relaxed);
+                let dropped = {
+                    let mut st = sh.state.lock();
+                    let n = st.buf.len() as u64;
+                    st.buf_start += n;
+                    st.buf.clear();
+                    st.rotations.clear();
+                    st.failed = None;
+                    n
+                };
+                sh.durable_tx.send_modify(|p| {
+                    p.failed = None;
+                    p.segment = new_seq;
+                    p.recoveries += 1;
+                });
+                tracing::warn!(
+                    segment = new_seq,
+                    relogged_bytes = relog.len(),
+                    dropped_bytes = dropped,
+                    "WAL writable again: started a fresh segment; accepting writes"
+                );
+                return Some((f, new_seq, len));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "WAL still cannot start a fresh segment");
+                let path = segment::segment_path(&sh.dir, new_seq);
+                if std::fs::remove_file(&path).is_ok() {
+                    let _ = segment::sync_dir(&sh.dir);
+                }
+            }
         }
     }
 }

@@ -384,6 +384,9 @@ pub(crate) fn write_samples_streaming<'a>(
         Some(writer_props(enc, min_ts, max_ts)?),
     )?;
     let mut b = Batcher::new();
+    // Set once `finish` has shut the upload down: it can no longer be aborted (object_store's
+    // `BufWriter::abort` panics on a writer that was shut down); a failed finish leaves no object.
+    let mut finishing = false;
     let run = || -> Result<()> {
         for (id, metric, cluster, ts, values) in series {
             if let Some(batch) = b.push(id, metric, cluster, ts, values)? {
@@ -393,13 +396,16 @@ pub(crate) fn write_samples_streaming<'a>(
         if let Some(batch) = b.take_batch()? {
             rt.block_on(w.write(&batch))?;
         }
+        finishing = true;
         rt.block_on(w.finish())?;
         Ok(())
     };
     if let Err(e) = run() {
-        let mut upload = w.into_inner();
-        if let Err(abort) = rt.block_on(upload.abort()) {
-            tracing::warn!(path = %file.path, error = %abort, "aborting a sample file upload");
+        if !finishing {
+            let mut upload = w.into_inner();
+            if let Err(abort) = rt.block_on(upload.abort()) {
+                tracing::warn!(path = %file.path, error = %abort, "aborting a sample file upload");
+            }
         }
         return Err(e);
     }

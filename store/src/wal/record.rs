@@ -108,6 +108,28 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A cheap test that a record could start at `buf[0]` (known type, a length that type allows, a
+/// sample count that matches), run before the checksum when resynchronising after damage.
+pub(crate) fn plausible(buf: &[u8]) -> bool {
+    if buf.len() < RECORD_HEADER {
+        return false;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if buf.len() - RECORD_HEADER < len {
+        return false;
+    }
+    match buf[8] {
+        TYPE_SERIES => len >= 10,
+        TYPE_SAMPLES => {
+            len >= 4
+                && (len - 4).is_multiple_of(SAMPLE_BYTES)
+                && u32::from_le_bytes([buf[9], buf[10], buf[11], buf[12]]) as usize
+                    == (len - 4) / SAMPLE_BYTES
+        }
+        _ => false,
+    }
+}
+
 /// Decodes the record at the start of `buf`; returns it and its encoded length.
 pub(crate) fn decode(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
     if buf.len() < RECORD_HEADER {

@@ -13,6 +13,8 @@ pub(crate) const MAGIC: &[u8; 4] = b"FGWL";
 pub(crate) const VERSION: u32 = 1;
 /// Size of the segment header (magic + version).
 pub(crate) const HEADER_LEN: u64 = 8;
+/// Subdirectory of the WAL directory where copies of damaged segments are kept.
+pub(crate) const DAMAGED_DIR: &str = "damaged";
 
 pub(crate) fn io_err(
     op: &'static str,
@@ -67,10 +69,31 @@ pub(crate) fn create_segment(dir: &Path, seq: u64) -> Result<File> {
     let mut header = [0u8; HEADER_LEN as usize];
     header[..4].copy_from_slice(MAGIC);
     header[4..].copy_from_slice(&VERSION.to_le_bytes());
-    f.write_all(&header).map_err(io_err("write", &path))?;
-    f.sync_all().map_err(io_err("fsync", &path))?;
-    sync_dir(dir)?;
+    let written = f
+        .write_all(&header)
+        .map_err(io_err("write", &path))
+        .and_then(|()| f.sync_all().map_err(io_err("fsync", &path)))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        // A segment without a durable header is not a segment: do not leave it for replay.
+        drop(f);
+        if std::fs::remove_file(&path).is_ok() {
+            let _ = sync_dir(dir);
+        }
+        return Err(e);
+    }
     Ok(f)
+}
+
+/// A stretch of a segment that held no decodable record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadRegion {
+    /// Byte offset where decoding failed.
+    pub(crate) at: u64,
+    /// Bytes skipped until the next good record (or the end of the file).
+    pub(crate) len: u64,
+    /// Why the record at `at` did not decode.
+    pub(crate) why: DecodeError,
 }
 
 /// What reading one segment found.
@@ -78,12 +101,24 @@ pub(crate) fn create_segment(dir: &Path, seq: u64) -> Result<File> {
 pub(crate) struct SegmentReplay {
     /// Records decoded.
     pub(crate) records: u64,
-    /// Set when the segment ended in a torn or corrupt record at this byte offset.
-    pub(crate) bad_tail_at: Option<(u64, DecodeError)>,
+    /// Stretches that held no good record, in file order. Replay resynchronises after each: it
+    /// looks for the next offset where a whole record with a matching checksum starts.
+    pub(crate) bad: Vec<BadRegion>,
 }
 
-/// Reads segment `path`, calling `f` for each good record. Stops at the first short or corrupt
-/// record and reports where. A file shorter than the header counts as torn at offset 0.
+impl SegmentReplay {
+    /// The offset of a bad stretch that runs to the end of the file (a torn tail when this is the
+    /// newest segment), if the segment ends in one.
+    pub(crate) fn bad_tail(&self, len: u64) -> Option<&BadRegion> {
+        self.bad.last().filter(|b| b.at + b.len >= len)
+    }
+}
+
+/// Reads segment `path`, calling `f` for each good record. After a short or corrupt record it
+/// resynchronises at the next offset where a whole, checksummed record starts, so one damaged
+/// record costs only itself; every bad stretch is reported. A header that is not ours counts as a
+/// bad stretch too (records after it are still read); a version from the future is an error,
+/// since this build cannot know its framing.
 pub(crate) fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<SegmentReplay> {
     let mut buf = Vec::new();
     File::open(path)
@@ -91,23 +126,29 @@ pub(crate) fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<Seg
         .map_err(io_err("read", path))?;
     let mut out = SegmentReplay::default();
     if buf.len() < HEADER_LEN as usize {
-        out.bad_tail_at = Some((0, DecodeError::Short));
+        out.bad.push(BadRegion {
+            at: 0,
+            len: buf.len() as u64,
+            why: DecodeError::Short,
+        });
         return Ok(out);
     }
-    if &buf[..4] != MAGIC {
-        return Err(Error::Corrupt {
-            path: path.display().to_string(),
-            reason: "bad WAL magic".into(),
-        });
-    }
     let version = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if version != VERSION {
+    let mut pos = HEADER_LEN as usize;
+    if &buf[..4] != MAGIC {
+        out.bad.push(BadRegion {
+            at: 0,
+            len: HEADER_LEN,
+            why: DecodeError::Malformed("bad segment magic"),
+        });
+        pos = resync(&buf, HEADER_LEN as usize);
+        out.bad[0].len = pos as u64;
+    } else if version != VERSION {
         return Err(Error::Corrupt {
             path: path.display().to_string(),
-            reason: format!("unsupported WAL version {version}"),
+            reason: format!("unsupported WAL version {version} (this build reads {VERSION})"),
         });
     }
-    let mut pos = HEADER_LEN as usize;
     while pos < buf.len() {
         match record::decode(&buf[pos..]) {
             Ok((rec, n)) => {
@@ -115,13 +156,60 @@ pub(crate) fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<Seg
                 out.records += 1;
                 pos += n;
             }
-            Err(e) => {
-                out.bad_tail_at = Some((pos as u64, e));
-                break;
+            Err(why) => {
+                let next = resync(&buf, pos + 1);
+                out.bad.push(BadRegion {
+                    at: pos as u64,
+                    len: (next - pos) as u64,
+                    why,
+                });
+                pos = next;
             }
         }
     }
     Ok(out)
+}
+
+/// The first offset at or after `from` where a whole record decodes, or `buf.len()`.
+fn resync(buf: &[u8], from: usize) -> usize {
+    (from..buf.len())
+        .find(|&p| record::plausible(&buf[p..]) && record::decode(&buf[p..]).is_ok())
+        .unwrap_or(buf.len())
+}
+
+/// Copies a damaged segment into `dir/damaged/` (kept for inspection, never read back); returns
+/// the copy's path.
+pub(crate) fn keep_damaged(dir: &Path, path: &Path) -> Result<PathBuf> {
+    let damaged = dir.join(DAMAGED_DIR);
+    std::fs::create_dir_all(&damaged).map_err(io_err("create dir", &damaged))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "segment.wal".into());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let copy = damaged.join(format!("{name}.{stamp}"));
+    std::fs::copy(path, &copy).map_err(io_err("copy damaged segment", &copy))?;
+    File::open(&copy)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("fsync", &copy))?;
+    sync_dir(&damaged)?;
+    sync_dir(dir)?;
+    Ok(copy)
+}
+
+/// Cuts a segment whose write failed back to its last fsync'd length (best effort: the caller
+/// retries; replay resynchronises past anything left).
+pub(crate) fn cut_back(path: &Path, len: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    f.set_len(len.max(HEADER_LEN))
+        .map_err(io_err("truncate", path))?;
+    f.sync_all().map_err(io_err("fsync", path))
 }
 
 /// Truncates a torn segment at `len` bytes (keeping at least a header) and fsyncs it; a segment
