@@ -84,6 +84,10 @@ pub(crate) struct HttpConfig {
     /// one (new, or idle after a response), else it is closed: slow and idle clients hold no
     /// socket for long. Default `30s`.
     pub(crate) header_read_timeout: PromDuration,
+    /// A request's whole body must arrive within this long of its header, else the request is
+    /// answered 408 and the connection closed: a sender trickling a body cannot hold a
+    /// connection and its reservation. Default `60s`.
+    pub(crate) body_read_timeout: PromDuration,
     /// On SIGTERM/SIGINT, requests in flight get this long to finish; the connections left are
     /// then closed (their reads cancelled) and the memtables flushed. Default `30s`.
     pub(crate) shutdown_timeout: PromDuration,
@@ -99,6 +103,7 @@ impl Default for HttpConfig {
             max_inflight_bytes: 512 << 20,
             max_connections: 4096,
             header_read_timeout: PromDuration(Duration::from_secs(30)),
+            body_read_timeout: PromDuration(Duration::from_secs(60)),
             shutdown_timeout: PromDuration(Duration::from_secs(30)),
         }
     }
@@ -475,6 +480,9 @@ impl Config {
         }
         if self.http.header_read_timeout.0 < Duration::from_millis(100) {
             bail!("config key `http.header_read_timeout`: must be at least 100ms");
+        }
+        if self.http.body_read_timeout.0 < Duration::from_millis(100) {
+            bail!("config key `http.body_read_timeout`: must be at least 100ms");
         }
         match (&self.http.tls_cert_file, &self.http.tls_key_file) {
             (Some(_), None) => {

@@ -140,10 +140,13 @@ pub(crate) async fn read_body(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::client(
-                StatusCode::BAD_REQUEST,
-                format!("reading the request body: {e}"),
-            )
+            let e = e.into_inner();
+            let status = if crate::body_timeout::is_body_timeout(&*e) {
+                StatusCode::REQUEST_TIMEOUT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::client(status, format!("reading the request body: {e}"))
         })?;
         if buf.len() + chunk.len() > max {
             return Err(too_large());

@@ -11,6 +11,8 @@ use axum::Router;
 use axum::serve::Listener;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+
+use crate::body_timeout::BodyDeadline;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -21,6 +23,8 @@ pub(crate) struct ServeOptions {
     pub(crate) max_connections: usize,
     /// From "ready for a request" (a new or an idle keep-alive connection) to its complete header.
     pub(crate) header_read_timeout: Duration,
+    /// From a request's complete header to its complete body.
+    pub(crate) body_read_timeout: Duration,
     /// How long a shutdown waits for requests in flight.
     pub(crate) shutdown_timeout: Duration,
 }
@@ -77,7 +81,8 @@ pub(crate) async fn serve<L: Listener>(
         stats.open.fetch_add(1, Ordering::Relaxed);
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let guard = OpenGuard(Arc::clone(&stats));
-        let service = TowerToHyperService::new(app.clone());
+        let service =
+            TowerToHyperService::new(BodyDeadline::new(app.clone(), opts.body_read_timeout));
         let mut close = close_rx.clone();
         conns.spawn(async move {
             let _permit = permit;

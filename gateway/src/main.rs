@@ -1,6 +1,7 @@
 //! The `fleetgate` binary: `serve` runs the gateway, `simulate` plays a fleet of clusters against it.
 
 mod auth;
+mod body_timeout;
 mod config;
 mod error;
 mod export;

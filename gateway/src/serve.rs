@@ -101,6 +101,7 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
     let serve_opts = ServeOptions {
         max_connections: cfg.http.max_connections,
         header_read_timeout: cfg.http.header_read_timeout.0,
+        body_read_timeout: cfg.http.body_read_timeout.0,
         shutdown_timeout: cfg.http.shutdown_timeout.0,
     };
     let conn_stats = Arc::clone(&state.connections);

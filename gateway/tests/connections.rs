@@ -1,5 +1,5 @@
 //! Connections from the binary's point of view: slow and idle clients are cut off after
-//! `http.header_read_timeout`, at most `http.max_connections` are open at once, and SIGTERM exits
+//! `http.header_read_timeout`, a trickled body after `http.body_read_timeout`, at most `http.max_connections` are open at once, and SIGTERM exits
 //! within `http.shutdown_timeout` even with a long query running.
 
 use std::io::{Read as _, Write as _};
@@ -129,4 +129,53 @@ fn sigterm_exits_within_the_shutdown_timeout_with_a_query_running() {
     // the write before the shutdown is there after a restart
     let gw = Gateway::start(&dir.path().join("data"), Some(&cfg), &[]);
     assert_eq!(gw.export("m").len(), 1);
+}
+
+/// Sends a header announcing 1,000 body bytes and then only 10, and reads the answer.
+fn trickled(addr: &str, path: &str, extra: &str) -> (u16, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let t = Instant::now();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n{extra}\r\n0123456789"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    (parse_response(&raw).0, t.elapsed())
+}
+
+#[test]
+fn a_trickled_body_is_answered_408_after_the_body_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = two_cluster_config(dir.path(), "http:\n  body_read_timeout: 1s\n");
+    let gw = Gateway::start(&dir.path().join("data"), Some(&cfg), &[]);
+    let (code, took) = trickled(
+        &gw.addr,
+        "/api/v1/write",
+        "Authorization: Bearer tok-a\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\n",
+    );
+    assert_eq!(code, 408, "remote-write with a trickled body");
+    assert!(took < Duration::from_secs(5), "cut after {took:?}");
+    assert_eq!(
+        gauge(&gw, "fleetgate_inflight_request_bytes"),
+        0.0,
+        "its reservation is released"
+    );
+    let (code, took) = trickled(
+        &gw.addr,
+        "/api/v1/query",
+        &format!(
+            "Authorization: {READER_AUTH}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        ),
+    );
+    assert!(
+        (400..500).contains(&code),
+        "a query form with a trickled body: {code}"
+    );
+    assert!(took < Duration::from_secs(5), "cut after {took:?}");
+    // the server is fine
+    assert_eq!(http_get(&gw.addr, "/-/healthy").unwrap().0, 200);
+    gw.stop();
 }
