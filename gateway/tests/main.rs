@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod bad_input;
+mod chaos;
 mod connections;
 mod crash;
 mod disk_full;
@@ -13,6 +14,7 @@ mod interop;
 mod interop_promql;
 mod memory_budget;
 mod ops;
+mod power_loss;
 mod prom_api;
 mod read_scope;
 mod tls_passwd;

@@ -13,7 +13,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
-use crate::wal::segment::{io_err, sync_dir};
+use crate::wal::segment::{create_dir_durable, io_err, sync_dir};
 
 /// Bytes buffered per part of a streamed upload (one put below that, multipart above).
 const UPLOAD_PART_BYTES: usize = 8 << 20;
@@ -39,7 +39,7 @@ impl Objects {
                 local_root: None,
             });
         }
-        std::fs::create_dir_all(data_dir).map_err(io_err("create dir", data_dir))?;
+        create_dir_durable(data_dir)?;
         let root = data_dir
             .canonicalize()
             .map_err(io_err("canonicalize", data_dir))?;

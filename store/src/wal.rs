@@ -133,7 +133,7 @@ pub(crate) struct ReplayStats {
 /// there. Any other damage is counted, logged with segment and offset, and the segment is copied
 /// into `damaged/` before replay goes on (the original is removed by the next flush, as usual).
 pub(crate) fn replay(dir: &Path, f: &mut dyn FnMut(Record)) -> Result<ReplayStats> {
-    std::fs::create_dir_all(dir).map_err(io_err("create dir", dir))?;
+    segment::create_dir_durable(dir)?;
     let segs = segment::list_segments(dir)?;
     let mut stats = ReplayStats::default();
     let n = segs.len();

@@ -280,7 +280,7 @@ pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, grid: Grid) -> Result<Val> 
             for i in 0..n {
                 let mut r = scalar_param(i);
                 if r.is_nan() {
-                    return Err(exec(format!("Ratio value is NaN for {op}")));
+                    return Err(exec("Ratio value is NaN".to_string()));
                 }
                 if !(-1.0..=1.0).contains(&r) {
                     let capped = r.clamp(-1.0, 1.0);
@@ -321,7 +321,7 @@ pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, grid: Grid) -> Result<Val> 
             for i in 0..n {
                 let k = scalar_param(i);
                 if k.is_nan() {
-                    return Err(exec(format!("Parameter value is NaN for {op}")));
+                    return Err(exec("Parameter value is NaN".to_string()));
                 }
                 if k < 1.0 {
                     continue;

@@ -256,8 +256,10 @@ fn vector_vector(
             if let Some(prev) = one_by_sig[osig[j]].replace(j) {
                 let side = if one_to_many { "left" } else { "right" };
                 return Err(exec(format!(
-                    "found duplicate series for the match group {:?} on the {side} hand-side of the operation: [{:?}, {:?}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    sigs[osig[j]], one[prev].labels, s.labels
+                    "found duplicate series for the match group {:?} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    sigs[osig[j]],
+                    label_set(&one[prev].labels),
+                    label_set(&s.labels)
                 )));
             }
         }
@@ -364,4 +366,14 @@ fn result_metric(
         }
     }
     Labels::from_pairs(pairs.into_iter().map(|l| (l.name, l.value)))
+}
+
+/// A label set as Prometheus prints it in errors (`labels.Labels.String()`): every label,
+/// `__name__` included, as `{a="b", c="d"}`.
+fn label_set(l: &Labels) -> String {
+    let parts: Vec<String> = l
+        .iter()
+        .map(|p| format!("{}={:?}", p.name, &*p.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
 }

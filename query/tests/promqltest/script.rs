@@ -19,6 +19,9 @@ pub(super) struct SeriesLine {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Expect {
     pub(super) fail: bool,
+    /// `expect fail msg: …` / `regex: …` (or the older `expected_fail_message` /
+    /// `expected_fail_regexp`): the error text the failure must have.
+    pub(super) fail_text: Option<AnnoText>,
     pub(super) ordered: bool,
     pub(super) string: Option<String>,
     /// `expect range vector from … to … step …` on an instant eval.
@@ -459,7 +462,14 @@ pub(super) fn parse_script(text: &str) -> Result<Vec<Command>, String> {
                     if let Some(r) = strip_word(l, "expect") {
                         let kind = r.split_whitespace().next().unwrap_or("");
                         match kind {
-                            "fail" => expect.fail = true,
+                            "fail" => {
+                                expect.fail = true;
+                                let a = parse_anno(AnnoKind::Warn, &r[kind.len()..])
+                                    .map_err(|e| format!("line {lineno}: {e}"))?;
+                                if !matches!(a.text, AnnoText::Any) {
+                                    expect.fail_text = Some(a.text);
+                                }
+                            }
                             "ordered" => expect.ordered = true,
                             "warn" | "info" => {
                                 let k = if kind == "warn" {
@@ -490,6 +500,15 @@ pub(super) fn parse_script(text: &str) -> Result<Vec<Command>, String> {
                     }
                     if l.starts_with("expected_fail") {
                         expect.fail = true;
+                        if let Some(m) = l.strip_prefix("expected_fail_message") {
+                            expect.fail_text = Some(AnnoText::Msg(m.trim().to_string()));
+                        } else if let Some(r) = l.strip_prefix("expected_fail_regexp") {
+                            let r = r.trim();
+                            expect.fail_text =
+                                Some(AnnoText::Regex(regex::Regex::new(r).map_err(|e| {
+                                    format!("line {lineno}: bad regex {r:?}: {e}")
+                                })?));
+                        }
                         continue;
                     }
                     if l.contains("{{") {

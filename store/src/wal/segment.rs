@@ -58,6 +58,39 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(io_err("fsync dir", dir))
 }
 
+/// Creates `dir` and any missing ancestors so that they survive a power loss: every directory
+/// created here is fsync'd together with its parent, and `dir` and its parent are fsync'd even
+/// when they already existed (an earlier run may have crashed before doing so).
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    std::fs::create_dir_all(dir).map_err(io_err("create dir", dir))?;
+    let mut to_sync: Vec<&Path> = vec![dir];
+    to_sync.extend(missing.iter().copied());
+    for d in to_sync.clone() {
+        if let Some(p) = d.parent() {
+            to_sync.push(if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            });
+        }
+    }
+    to_sync.sort();
+    to_sync.dedup();
+    for d in to_sync {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
 /// Creates segment `seq` with its header, durably (file and directory entry).
 pub(crate) fn create_segment(dir: &Path, seq: u64) -> Result<File> {
     let path = segment_path(dir, seq);
@@ -124,6 +157,17 @@ pub(crate) fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<Seg
     File::open(path)
         .and_then(|mut file| file.read_to_end(&mut buf))
         .map_err(io_err("read", path))?;
+    read_segment_bytes(&buf, f).map_err(|reason| Error::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    })
+}
+
+/// [`read_segment`] on a segment's bytes; `Err` only for a format version this build cannot read.
+pub(crate) fn read_segment_bytes(
+    buf: &[u8],
+    f: &mut dyn FnMut(Record),
+) -> std::result::Result<SegmentReplay, String> {
     let mut out = SegmentReplay::default();
     if buf.len() < HEADER_LEN as usize {
         out.bad.push(BadRegion {
@@ -141,13 +185,12 @@ pub(crate) fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<Seg
             len: HEADER_LEN,
             why: DecodeError::Malformed("bad segment magic"),
         });
-        pos = resync(&buf, HEADER_LEN as usize);
+        pos = resync(buf, HEADER_LEN as usize);
         out.bad[0].len = pos as u64;
     } else if version != VERSION {
-        return Err(Error::Corrupt {
-            path: path.display().to_string(),
-            reason: format!("unsupported WAL version {version} (this build reads {VERSION})"),
-        });
+        return Err(format!(
+            "unsupported WAL version {version} (this build reads {VERSION})"
+        ));
     }
     while pos < buf.len() {
         match record::decode(&buf[pos..]) {
@@ -157,7 +200,7 @@ pub(crate) fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<Seg
                 pos += n;
             }
             Err(why) => {
-                let next = resync(&buf, pos + 1);
+                let next = resync(buf, pos + 1);
                 out.bad.push(BadRegion {
                     at: pos as u64,
                     len: (next - pos) as u64,
