@@ -36,26 +36,6 @@ impl Rng {
     }
 }
 
-/// Request `k` of writer `w`: sample `k` (timestamp `t0 + 10k`, value `k`) of each of its series.
-fn request(w: usize, k: i64, t0: i64) -> Vec<u8> {
-    let ws = w.to_string();
-    let names: Vec<String> = (0..SERIES).map(|i| format!("s{i}")).collect();
-    let series: Vec<TestSeries<'_>> = names
-        .iter()
-        .map(|n| {
-            (
-                vec![
-                    ("__name__", "chaos_metric"),
-                    ("series", n.as_str()),
-                    ("writer", ws.as_str()),
-                ],
-                vec![(t0 + k * 10, k as f64)],
-            )
-        })
-        .collect();
-    encode(&series)
-}
-
 /// Writes until `stop` or the process dies; returns the acknowledged `k`s and the next `k`.
 fn writer(addr: String, w: usize, mut k: i64, t0: i64, stop: Arc<AtomicBool>) -> (Vec<i64>, i64) {
     let h = vec![
@@ -67,7 +47,13 @@ fn writer(addr: String, w: usize, mut k: i64, t0: i64, stop: Arc<AtomicBool>) ->
     ];
     let mut ok = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        match http_request(&addr, "POST", "/api/v1/write", &h, &request(w, k, t0)) {
+        match http_request(
+            &addr,
+            "POST",
+            "/api/v1/write",
+            &h,
+            &writer_request("chaos_metric", SERIES, w, k, t0),
+        ) {
             Ok((204, _)) => ok.push(k),
             // killed mid-request: not acknowledged
             Ok((0, _)) | Err(_) => break,

@@ -9,25 +9,6 @@ use crate::harness::*;
 
 const SERIES: usize = 40;
 
-fn request(writer: usize, k: i64, t0: i64) -> Vec<u8> {
-    let w = writer.to_string();
-    let names: Vec<String> = (0..SERIES).map(|i| format!("s{i}")).collect();
-    let series: Vec<TestSeries<'_>> = names
-        .iter()
-        .map(|n| {
-            (
-                vec![
-                    ("__name__", "crash_metric"),
-                    ("series", n.as_str()),
-                    ("writer", w.as_str()),
-                ],
-                vec![(t0 + k * 10, k as f64)],
-            )
-        })
-        .collect();
-    encode(&series)
-}
-
 #[test]
 fn kill9_during_sustained_ingest_loses_no_acknowledged_sample() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,7 +32,7 @@ fn kill9_during_sustained_ingest_loses_no_acknowledged_sample() {
             handles.push(std::thread::spawn(move || {
                 let mut ok = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let body = request(w, k, t0);
+                    let body = writer_request("crash_metric", SERIES, w, k, t0);
                     let h = vec![
                         ("Content-Encoding".to_string(), "snappy".to_string()),
                         ("Authorization".to_string(), "Bearer tok-a".to_string()),

@@ -374,6 +374,27 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Request `k` of writer `w` in the crash tests: sample `k` (timestamp `t0 + 10k`, value `k`) of
+/// each of its `series` series `metric{series="s<i>", writer="<w>"}`.
+pub(crate) fn writer_request(metric: &str, series: usize, w: usize, k: i64, t0: i64) -> Vec<u8> {
+    let ws = w.to_string();
+    let names: Vec<String> = (0..series).map(|i| format!("s{i}")).collect();
+    let series: Vec<TestSeries<'_>> = names
+        .iter()
+        .map(|n| {
+            (
+                vec![
+                    ("__name__", metric),
+                    ("series", n.as_str()),
+                    ("writer", ws.as_str()),
+                ],
+                vec![(t0 + k * 10, k as f64)],
+            )
+        })
+        .collect();
+    encode(&series)
+}
+
 /// Percent-encodes a query parameter value.
 pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::new();
