@@ -370,7 +370,10 @@ pub(crate) fn decode(path: &str, bytes: Bytes) -> Result<Vec<(SeriesId, Labels)>
         path: path.to_string(),
         reason: reason.into(),
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    // Schema from the Parquet schema, not the embedded Arrow IPC blob (see partition/read.rs).
+    let opts =
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, opts)?.build()?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;

@@ -19,6 +19,8 @@ mod catalog;
 mod catalog_compaction;
 mod compaction;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graveyard;
 mod index;
 pub mod labels;

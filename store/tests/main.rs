@@ -5,6 +5,7 @@ mod caches;
 mod catalog;
 mod common;
 mod compaction;
+mod fuzz_regressions;
 mod layout;
 mod matchers;
 mod round_trip;
