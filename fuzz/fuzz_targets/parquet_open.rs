@@ -1,5 +1,7 @@
 //! Fuzz target: bytes as an hour partition's sample file, opened as at start (footer, schema,
-//! key-value metadata, series table) and read whole. Must never panic.
+//! key-value metadata, series table) and read whole. Must never crash: a panic inside the
+//! Parquet/Arrow decoders is contained by the store (an error naming the file) and reported once
+//! per location; any other panic aborts.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -9,6 +11,7 @@ use libfuzzer_sys::fuzz_target;
 fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
+        fleetgate_store::fuzzing::install_contained_panic_hook();
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -502,7 +502,25 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             "Partitions deleted by retention.",
             s.retention_deleted_total as f64,
         );
-        let gauges: [(&str, &str, &str, f64); 4] = [
+        let gauges: [(&str, &str, &str, f64); 7] = [
+            (
+                "fleetgate_series_removed_total",
+                "counter",
+                "Series removed from the catalog and index because retention expired their last sample.",
+                s.series_removed_total as f64,
+            ),
+            (
+                "fleetgate_series_max_id",
+                "gauge",
+                "Highest series id ever assigned (ids are never reused).",
+                s.series_max_id as f64,
+            ),
+            (
+                "fleetgate_series_id_table_bytes",
+                "gauge",
+                "Bytes of the catalog's id table (pages of label slots; freed as series are removed).",
+                s.series_id_table_bytes as f64,
+            ),
             (
                 "fleetgate_catalog_files",
                 "gauge",

@@ -181,7 +181,10 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
             let failed = match round.await {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => Some(e.to_string()),
-                Err(panic) => Some(format!("panic: {}", panic_message(&*panic))),
+                Err(panic) => Some(format!(
+                    "panic: {}",
+                    fleetgate_store::panic_message(&*panic)
+                )),
             };
             match (&failed, failing) {
                 (Some(e), false) => {
@@ -220,14 +223,6 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// How soon a failed maintenance round (e.g. a flush that met a full disk) is tried again.
 const MAINTENANCE_RETRY: Duration = Duration::from_secs(2);
-
-/// The text of a caught panic's payload.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
-    p.downcast_ref::<&str>()
-        .copied()
-        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
-}
 
 fn store_options(cfg: &Config) -> StoreOptions {
     let s = &cfg.storage;

@@ -68,7 +68,10 @@ impl Error {
             Self::TooLarge { .. } => ErrorKind::PayloadTooLarge,
             Self::Overloaded(_)
             | Self::Store(
-                StoreError::Overloaded(_) | StoreError::Closed | StoreError::Unavailable(_),
+                StoreError::Overloaded(_)
+                | StoreError::Closed
+                | StoreError::Unavailable(_)
+                | StoreError::SeriesRemoved(_),
             ) => ErrorKind::Overloaded,
             Self::Store(_) | Self::InvalidConfig(_) => ErrorKind::Internal,
         }

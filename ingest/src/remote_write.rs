@@ -16,9 +16,10 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use fleetgate_store::SeriesId;
+use fleetgate_store::{Error as StoreError, SeriesId};
 use hashbrown::HashMap;
 use parking_lot::RwLock;
 
@@ -137,6 +138,7 @@ impl<S: SeriesSink> Ingester<S> {
     ) -> Result<PreparedWrite> {
         let buf = decode::decompress(body, self.options.max_decompressed_bytes)?;
         let cache = self.cache_for(cluster);
+        self.purge_removed(&cache);
         let window = SampleWindow::new(now_ms, &cluster.limits, self.options.max_sample_age_ms);
         let mut out = WriteOutcome::default();
         // A live-shaped series with one sample is ~200 encoded bytes.
@@ -229,9 +231,37 @@ impl<S: SeriesSink> Ingester<S> {
     /// its outcome once they are durable.
     pub async fn commit(&self, prepared: PreparedWrite) -> Result<WriteOutcome> {
         if !prepared.samples.is_empty() {
-            self.store.append(&prepared.samples).await?;
+            match self.store.append(&prepared.samples).await {
+                Ok(()) => {}
+                Err(e @ StoreError::SeriesRemoved(_)) => {
+                    // Resolved just before the store removed it: forget every removed id now,
+                    // so that the sender's retry (this is a 503) creates the series afresh.
+                    let caches: Vec<Arc<SeriesCache>> =
+                        self.clusters.read().values().cloned().collect();
+                    for c in caches {
+                        c.purge(|id| self.store.contains_series(id));
+                    }
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(prepared.outcome)
+    }
+
+    /// Drops the ids the store removed from `cache`, once per removal pass of the store (one
+    /// atomic load per request otherwise).
+    fn purge_removed(&self, cache: &SeriesCache) {
+        let g = self.store.series_removal_generation();
+        let seen = cache.removal_generation.load(Ordering::Acquire);
+        if g != seen
+            && cache
+                .removal_generation
+                .compare_exchange(seen, g, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            cache.purge(|id| self.store.contains_series(id));
+        }
     }
 
     /// The cache-miss path of one series: parse and check its labels, canonicalise them, enforce
@@ -305,6 +335,8 @@ impl<S: SeriesSink> Ingester<S> {
             Some(c) if c.fingerprint == fingerprint => Arc::clone(c),
             _ => {
                 let c = Arc::new(SeriesCache::new(fingerprint));
+                c.removal_generation
+                    .store(self.store.series_removal_generation(), Ordering::Release);
                 clusters.insert(Arc::clone(&cluster.name), Arc::clone(&c));
                 c
             }
@@ -317,7 +349,13 @@ impl<S: SeriesSink> Ingester<S> {
     pub fn sweep(&self, now_ms: i64) -> usize {
         let cutoff = now_ms.saturating_sub(self.options.active_series_window_ms);
         let caches: Vec<Arc<SeriesCache>> = self.clusters.read().values().cloned().collect();
-        caches.iter().map(|c| c.sweep(cutoff)).sum()
+        caches
+            .iter()
+            .map(|c| {
+                self.purge_removed(c);
+                c.sweep(cutoff)
+            })
+            .sum()
     }
 
     /// Active series of every cluster that wrote, by cluster name.

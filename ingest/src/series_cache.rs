@@ -13,7 +13,7 @@
 //! such as Prometheus and the OpenTelemetry Collector encode a series the same way every time.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use fleetgate_store::SeriesId;
 use hashbrown::HashMap;
@@ -32,6 +32,8 @@ struct Entry {
 pub(crate) struct SeriesCache {
     shards: Box<[RwLock<HashMap<u128, Entry, KeyHash>>]>,
     active: AtomicUsize,
+    /// The store's series-removal generation the entries were last checked against.
+    pub(crate) removal_generation: AtomicU64,
     /// [`crate::ClusterContext::fingerprint`] of the context the entries were resolved under.
     pub(crate) fingerprint: u64,
 }
@@ -43,6 +45,7 @@ impl SeriesCache {
                 .map(|_| RwLock::new(HashMap::with_hasher(KeyHash)))
                 .collect(),
             active: AtomicUsize::new(0),
+            removal_generation: AtomicU64::new(0),
             fingerprint,
         }
     }
@@ -107,6 +110,19 @@ impl SeriesCache {
             let mut shard = shard.write();
             let before = shard.len();
             shard.retain(|_, e| e.last_seen_ms.load(Ordering::Relaxed) >= cutoff_ms);
+            removed += before - shard.len();
+        }
+        self.active.fetch_sub(removed, Ordering::AcqRel);
+        removed
+    }
+
+    /// Drops entries whose id `keep` refuses (series the store removed); returns how many.
+    pub(crate) fn purge(&self, keep: impl Fn(SeriesId) -> bool) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            let before = shard.len();
+            shard.retain(|_, e| keep(e.id));
             removed += before - shard.len();
         }
         self.active.fetch_sub(removed, Ordering::AcqRel);

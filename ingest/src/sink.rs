@@ -22,6 +22,17 @@ pub trait SeriesSink: Send + Sync + 'static {
 
     /// Appends samples; resolves once they are durable.
     fn append(&self, samples: &[SampleRef]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Changes whenever the store removed series (see `Store::series_removal_generation`); a
+    /// sink that never removes any keeps the default.
+    fn series_removal_generation(&self) -> u64 {
+        0
+    }
+
+    /// False for an id the store removed; callers holding ids drop those.
+    fn contains_series(&self, _id: SeriesId) -> bool {
+        true
+    }
 }
 
 /// An in-memory [`SeriesSink`] for tests and benches: a label-set → id map (ids from 1, as in the

@@ -23,6 +23,11 @@ use crate::labels::{Label, Labels, SeriesId};
 use crate::matcher::Matcher;
 use crate::select_cache::{self, LabelValues, SelectCache, Selection};
 
+mod ids;
+
+use ids::IdTable;
+pub(crate) use ids::MAX_ID;
+
 /// Object-store folder of the catalog files.
 pub(crate) const CATALOG_DIR: &str = "catalog";
 /// Format tag in the catalog files' key-value metadata.
@@ -45,9 +50,8 @@ pub(crate) fn hash_labels(labels: &Labels) -> u64 {
 pub(crate) struct Catalog {
     by_hash: HashMap<u64, SeriesId>,
     collisions: HashMap<u64, Vec<SeriesId>>,
-    /// `by_id[id - 1]`; `None` for ids lost to corruption.
-    by_id: Vec<Option<Labels>>,
-    count: u64,
+    /// Labels by id (paged; ids lost to corruption or removed are absent).
+    ids: IdTable,
     pub(crate) index: Index,
     /// Bumped when an id is registered that is not above every id before it (loading, holes):
     /// cached index answers of another epoch cannot be brought up to date by looking only at
@@ -77,45 +81,95 @@ impl Catalog {
     }
 
     /// Labels of series `id`.
+    #[inline]
     pub(crate) fn labels_of(&self, id: SeriesId) -> Option<&Labels> {
-        let i = usize::try_from(id).ok()?.checked_sub(1)?;
-        self.by_id.get(i)?.as_ref()
+        self.ids.get(id)
     }
 
-    /// Highest id assigned.
+    /// True when series `id` exists (not removed); one bit test.
+    #[inline]
+    pub(crate) fn contains(&self, id: SeriesId) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Highest id assigned (or claimed by a catalog file's range); never decreases.
     pub(crate) fn max_id(&self) -> SeriesId {
-        self.by_id.len() as SeriesId
+        self.ids.max_id()
     }
 
     /// Number of series.
     pub(crate) fn len(&self) -> u64 {
-        self.count
+        self.ids.len()
+    }
+
+    /// Bytes of the id table itself (for the memory report).
+    pub(crate) fn id_table_bytes(&self) -> usize {
+        self.ids.table_bytes()
     }
 
     /// Every id, ascending.
     pub(crate) fn all_ids(&self) -> Vec<SeriesId> {
-        self.by_id
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_some())
-            .map(|(i, _)| i as SeriesId + 1)
-            .collect()
+        self.ids.range(0, SeriesId::MAX).map(|(id, _)| id).collect()
+    }
+
+    /// Every id up to `upto`, ascending.
+    pub(crate) fn ids_upto(&self, upto: SeriesId) -> Vec<SeriesId> {
+        self.ids.range(0, upto).map(|(id, _)| id).collect()
     }
 
     /// Series with `after < id <= upto`.
     pub(crate) fn range(&self, after: SeriesId, upto: SeriesId) -> Vec<(SeriesId, Labels)> {
-        (after + 1..=upto)
-            .filter_map(|id| Some((id, self.labels_of(id)?.clone())))
+        self.ids
+            .range(after, upto)
+            .map(|(id, l)| (id, l.clone()))
             .collect()
+    }
+
+    /// Makes sure no id up to `id` is handed out again (a catalog file claims the range).
+    pub(crate) fn reserve(&mut self, id: SeriesId) {
+        self.ids.reserve(id);
+    }
+
+    /// Removes the series `dead` (ascending) from the id table, the label-hash map and the
+    /// index; label values no series carries any more leave the index (and with them their
+    /// interned strings). Cached selections are invalidated. Returns how many were removed.
+    pub(crate) fn remove(&mut self, dead: &[SeriesId]) -> u64 {
+        let mut removed: Vec<(SeriesId, Labels)> = Vec::with_capacity(dead.len());
+        for &id in dead {
+            let Some(labels) = self.ids.remove(id) else {
+                continue;
+            };
+            let h = hash_labels(&labels);
+            if self.by_hash.get(&h) == Some(&id) {
+                match self.collisions.get_mut(&h).and_then(Vec::pop) {
+                    Some(next) => {
+                        self.by_hash.insert(h, next);
+                    }
+                    None => {
+                        self.by_hash.remove(&h);
+                    }
+                }
+            } else if let Some(c) = self.collisions.get_mut(&h) {
+                c.retain(|&x| x != id);
+            }
+            if self.collisions.get(&h).is_some_and(Vec::is_empty) {
+                self.collisions.remove(&h);
+            }
+            removed.push((id, labels));
+        }
+        if removed.is_empty() {
+            return 0;
+        }
+        self.index.remove(&removed);
+        self.epoch += 1;
+        self.cache.clear();
+        removed.len() as u64
     }
 
     /// Registers series `id` (new or from disk), interning its strings. Returns false when the id
     /// is already taken (its labels are then left alone).
     pub(crate) fn insert(&mut self, id: SeriesId, labels: &Labels) -> bool {
-        let Some(i) = usize::try_from(id).ok().and_then(|i| i.checked_sub(1)) else {
-            return false;
-        };
-        if self.by_id.get(i).is_some_and(Option::is_some) {
+        if id == 0 || id > MAX_ID || self.ids.contains(id) {
             return false;
         }
         let interned = Labels::from_sorted(
@@ -128,20 +182,16 @@ impl Catalog {
                 .collect(),
         );
         let h = hash_labels(&interned);
-        self.index.add(id, &interned);
-        if self.by_id.len() > i {
+        if id <= self.ids.max_id() {
             self.epoch += 1;
         }
-        if self.by_id.len() <= i {
-            self.by_id.resize(i + 1, None);
-        }
-        self.by_id[i] = Some(interned);
+        self.index.add(id, &interned);
+        self.ids.insert(id, interned);
         if self.by_hash.contains_key(&h) {
             self.collisions.entry(h).or_default().push(id);
         } else {
             self.by_hash.insert(h, id);
         }
-        self.count += 1;
         true
     }
 
@@ -364,8 +414,21 @@ pub(crate) fn encode(series: &[(SeriesId, Labels)]) -> Result<Vec<u8>> {
     Ok(w.into_inner()?)
 }
 
-/// Decodes a catalog file.
+/// Decodes a catalog file; a panic inside the Parquet decoder (not panic-free on damaged input,
+/// see `partition::read`) is [`Error::Corrupt`].
 pub(crate) fn decode(path: &str, bytes: Bytes) -> Result<Vec<(SeriesId, Labels)>> {
+    std::panic::catch_unwind(|| {
+        crate::partition::read::contained_sync(|| decode_inner(path, bytes))
+    })
+    .unwrap_or_else(|panic| {
+        Err(Error::Corrupt {
+            path: path.to_string(),
+            reason: format!("decoder panicked: {}", crate::panic_message(&*panic)),
+        })
+    })
+}
+
+fn decode_inner(path: &str, bytes: Bytes) -> Result<Vec<(SeriesId, Labels)>> {
     let corrupt = |reason: &str| Error::Corrupt {
         path: path.to_string(),
         reason: reason.into(),
@@ -373,7 +436,10 @@ pub(crate) fn decode(path: &str, bytes: Bytes) -> Result<Vec<(SeriesId, Labels)>
     // Schema from the Parquet schema, not the embedded Arrow IPC blob (see partition/read.rs).
     let opts =
         parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
-    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, opts)?.build()?;
+    let size = bytes.len() as u64;
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, opts)?;
+    crate::partition::layout::check(builder.metadata(), size).map_err(|r| corrupt(&r))?;
+    let reader = builder.build()?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;

@@ -1,9 +1,10 @@
 //! Catalog compaction: every flush that saw new series adds one
 //! `catalog/series-{first}-{last}.parquet` file, and all of them are read at open. When there are
-//! more than [`MAX_CATALOG_FILES`] of them, or when their id ranges overlap (left behind by a
-//! crash, see below), maintenance merges them all into one file covering `[min first, max last]`,
-//! writes it durably (fsync of the file and its directory on the local filesystem) and only then
-//! deletes the inputs.
+//! more than [`MAX_CATALOG_FILES`] of them, when their id ranges overlap (left behind by a
+//! crash, see below), or when series were removed (`series_gc`), maintenance merges them all
+//! into one file covering `[min first, max last]` (removed series left out, their ids still
+//! inside the range so that they are never handed out again), writes it durably (fsync of the
+//! file and its directory on the local filesystem) and only then deletes the inputs.
 //!
 //! **Crash safety.** A crash after the merged file is written but before (all) the inputs are
 //! deleted leaves overlapping ranges. Open loads every file and de-duplicates by id: ids are never
@@ -67,12 +68,14 @@ pub(crate) fn due(files: &[CatalogFile]) -> bool {
 }
 
 /// Merges the catalog files `files` (the maintenance state's list, updated in place to what is
-/// on the object store) when [`due`]. Must be called with the maintenance mutex held.
+/// on the object store) when [`due`] or `force`d (series were removed: the merged file leaves
+/// them out). Must be called with the maintenance mutex held.
 pub(crate) async fn run(
     store: &Store,
     files: &mut Vec<CatalogFile>,
+    force: bool,
 ) -> Result<Option<CatalogCompaction>> {
-    if !due(files) {
+    if files.is_empty() || !(force || due(files)) {
         return Ok(None);
     }
     let t0 = Instant::now();

@@ -1,5 +1,13 @@
 //! The one error type of the store crate.
 
+/// The text of a caught panic's payload.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Store result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -18,6 +26,10 @@ pub enum Error {
     /// A series or sample the store cannot accept (unknown series id, oversized label).
     #[error("invalid series: {0}")]
     InvalidSeries(String),
+    /// An append named a series that was removed (no samples left within retention) after the
+    /// caller resolved its id; resolve the labels again (a new id) and retry.
+    #[error("series {0} was removed while this write was in flight; retry")]
+    SeriesRemoved(crate::labels::SeriesId),
     /// The WAL or memtables are over their budget; the caller should retry later.
     #[error("store over budget: {0}")]
     Overloaded(String),

@@ -43,3 +43,30 @@ pub async fn sample_file(bytes: Vec<u8>) -> Result<usize> {
     let chunks = read::read_series(&objects, &caches, &meta, None).await?;
     Ok(chunks.iter().map(|c| c.1.len()).sum())
 }
+
+pub use crate::partition::read::in_contained_decode;
+
+/// Wraps the current panic hook (libFuzzer's, which aborts) so that a panic the store contains
+/// (inside a Parquet/Arrow decode, turned into [`crate::Error::Corrupt`], see
+/// [`in_contained_decode`]) is reported once per location on stderr and does not abort; every
+/// other panic still reaches the previous hook. Call once, from the first fuzz iteration.
+pub fn install_contained_panic_hook() {
+    let previous = std::panic::take_hook();
+    let seen = std::sync::Mutex::new(std::collections::HashSet::<String>::new());
+    std::panic::set_hook(Box::new(move |info| {
+        if !in_contained_decode() {
+            return previous(info);
+        }
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let new = seen
+            .lock()
+            .map(|mut s| s.insert(at.clone()))
+            .unwrap_or(false);
+        if new {
+            eprintln!("contained decoder panic (an error, not a crash) at {at}: {info}");
+        }
+    }));
+}

@@ -56,6 +56,36 @@ impl Index {
         }
     }
 
+    /// Removes the series `removed` (ascending ids, with their labels): from the posting list of
+    /// each of their labels, and a value (or name) no series carries any more from the index.
+    /// Each touched list is filtered once, however many of its series go.
+    pub(crate) fn remove(&mut self, removed: &[(SeriesId, Labels)]) {
+        let ids: Vec<SeriesId> = removed.iter().map(|(id, _)| *id).collect();
+        // (name, value) pairs touched, each once: their interned `Arc`s compare by pointer
+        let mut touched: hashbrown::HashSet<(*const u8, *const u8)> = Default::default();
+        for (_, labels) in removed {
+            for l in labels {
+                if !touched.insert((l.name.as_ptr(), l.value.as_ptr())) {
+                    continue;
+                }
+                let Some(values) = self.postings.get_mut(&*l.name) else {
+                    continue;
+                };
+                if let Some(list) = values.get_mut(&*l.value) {
+                    list.retain(|id| ids.binary_search(id).is_err());
+                    if list.is_empty() {
+                        values.remove(&*l.value);
+                    } else if list.capacity() > 2 * list.len() + 16 {
+                        list.shrink_to_fit();
+                    }
+                }
+                if values.is_empty() {
+                    self.postings.remove(&*l.name);
+                }
+            }
+        }
+    }
+
     /// The sorted ids of series with label `name` = `value`.
     pub(crate) fn postings(&self, name: &str, value: &str) -> &[SeriesId] {
         self.postings
@@ -210,6 +240,20 @@ mod tests {
             || (1..=series.len() as u64).collect(),
             |id| series.get(id as usize - 1),
         )
+    }
+
+    #[test]
+    fn removal_drops_ids_values_and_names() {
+        let (mut idx, s) = setup();
+        idx.remove(&[(1, s[0].clone()), (3, s[2].clone())]);
+        assert_eq!(idx.postings("__name__", "up"), &[2]);
+        assert!(idx.postings("__name__", "cpu").is_empty());
+        assert_eq!(idx.label_values("job"), vec!["web".to_string()]);
+        assert!(!idx.label_names().contains(&"env".to_string()));
+        assert_eq!(
+            idx.label_names(),
+            vec!["__name__".to_string(), "job".to_string()]
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod options;
 pub mod partition;
 mod retention;
 mod select_cache;
+mod series_gc;
 mod stats;
 mod store;
 mod wal;
@@ -40,7 +41,7 @@ mod flush_mem_report;
 #[cfg(test)]
 mod mem_report;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, panic_message};
 pub use labels::{Label, Labels, SeriesId};
 pub use matcher::{MatchOp, Matcher};
 pub use options::{CacheOptions, StoreOptions};

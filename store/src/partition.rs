@@ -11,6 +11,7 @@
 //! data, so the tie between `S` and `S-c` does not matter.
 
 pub(crate) mod cache;
+pub(crate) mod layout;
 pub mod read;
 pub mod write;
 
@@ -189,6 +190,11 @@ impl SeriesTable {
         )
     }
 
+    /// Series in the file, ascending.
+    pub(crate) fn ids(&self) -> &[SeriesId] {
+        &self.ids
+    }
+
     /// Whether series `id` has rows in the file.
     pub(crate) fn contains(&self, id: SeriesId) -> bool {
         self.ids.binary_search(&id).is_ok()
@@ -266,6 +272,11 @@ impl PartitionSet {
                 self.parts.remove(&hour);
             }
         }
+    }
+
+    /// Every file.
+    pub(crate) fn all(&self) -> Vec<Arc<FileMeta>> {
+        self.parts.values().flatten().cloned().collect()
     }
 
     /// Files that may hold samples in `[start, end]`, in global rank order.

@@ -130,6 +130,13 @@ impl SelectCache {
     pub(crate) fn put_label_values(&self, name: &str, v: Arc<LabelValues>) {
         self.values.insert(name.into(), v);
     }
+
+    /// Drops every entry (series were removed: the cached lists may name them, and entries of an
+    /// old epoch would only wait for eviction holding their memory).
+    pub(crate) fn clear(&self) {
+        self.selections.invalidate_all();
+        self.values.invalidate_all();
+    }
 }
 
 /// The cache key of a matcher set: its matchers sorted (order does not change the answer) and

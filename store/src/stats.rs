@@ -108,6 +108,12 @@ pub struct StoreStats {
     pub wal_write_failures_total: u64,
     /// Recoveries from those failures (a fresh segment written and fsync'd) since open.
     pub wal_recoveries_total: u64,
+    /// Series removed because no sample of theirs was left (retention expired them).
+    pub series_removed_total: u64,
+    /// Highest series id ever assigned (ids are never reused).
+    pub series_max_id: u64,
+    /// Bytes of the catalog's id table (pages of label slots; the labels themselves not counted).
+    pub series_id_table_bytes: u64,
 }
 
 /// What one flush did.
@@ -140,4 +146,6 @@ pub struct MaintenanceStats {
     pub retention_partitions: u64,
     /// Files removed by retention.
     pub retention_files: u64,
+    /// Series removed because no sample of theirs is left (see `Store::series_removal_generation`).
+    pub series_removed: u64,
 }

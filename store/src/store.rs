@@ -60,7 +60,13 @@ struct Frozen {
 #[derive(Debug, Default)]
 pub(crate) struct MaintState {
     /// Highest series id whose labels are in a catalog file.
-    persisted_max_id: SeriesId,
+    pub(crate) persisted_max_id: SeriesId,
+    /// A series pass is due (after retention deleted files, and once after open).
+    pub(crate) gc_due: bool,
+    /// Ids up to this are candidates of the next series pass (see `series_gc`).
+    pub(crate) gc_floor: SeriesId,
+    /// Series were removed: the catalog files are to be rewritten without them.
+    pub(crate) catalog_rewrite: bool,
     /// When `maintain` last flushed (its `now_ms`).
     last_flush_ms: Option<i64>,
     /// The catalog files on the object store (flush adds one, catalog compaction merges them).
@@ -76,6 +82,9 @@ struct Counters {
     /// Gauge: catalog files on the object store.
     catalog_files: AtomicU64,
     catalog_compactions: AtomicU64,
+    series_removed: AtomicU64,
+    /// Series passes that removed anything.
+    series_removals: AtomicU64,
 }
 
 /// The storage engine. Share it as `Arc<Store>`.
@@ -165,6 +174,8 @@ impl Store {
             catalog::load_into(&mut catalog, f, catalog::decode(f.path.as_ref(), bytes)?)?;
             persisted_max_id = persisted_max_id.max(f.last);
         }
+        // A range's ids stay taken even when the file no longer lists them (removed series).
+        catalog.reserve(persisted_max_id);
 
         // 2. Sample files.
         let mut metas = Vec::new();
@@ -269,6 +280,9 @@ impl Store {
             graveyard: Default::default(),
             maint: tokio::sync::Mutex::new(MaintState {
                 persisted_max_id,
+                gc_due: true,
+                gc_floor: persisted_max_id,
+                catalog_rewrite: false,
                 last_flush_ms: None,
                 catalog_files: cat_files,
             }),
@@ -353,12 +367,17 @@ impl Store {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            let max_id = self.catalog.read().max_id();
-            if let Some(bad) = samples.iter().find(|s| s.series == 0 || s.series > max_id) {
-                return Err(Error::InvalidSeries(format!(
-                    "unknown series id {}",
-                    bad.series
-                )));
+            {
+                let cat = self.catalog.read();
+                let mut prev = 0;
+                for s in samples {
+                    if s.series != prev {
+                        if !cat.contains(s.series) {
+                            return Err(self.unknown_series(&cat, s.series));
+                        }
+                        prev = s.series;
+                    }
+                }
             }
             let lsn = self.wal.append(|buf| {
                 record::encode_samples(
@@ -379,6 +398,51 @@ impl Store {
             .samples_appended
             .fetch_add(samples.len() as u64, Ordering::Relaxed);
         self.wal.wait_durable(lsn).await
+    }
+
+    /// The error for an append naming `id`, which the catalog does not hold: removed (retry
+    /// after resolving again) or never assigned (a caller bug).
+    #[cold]
+    fn unknown_series(&self, cat: &Catalog, id: SeriesId) -> Error {
+        if id != 0 && id <= cat.max_id() {
+            Error::SeriesRemoved(id)
+        } else {
+            Error::InvalidSeries(format!("unknown series id {id}"))
+        }
+    }
+
+    /// True when series `id` exists (was not removed).
+    pub fn contains_series(&self, id: SeriesId) -> bool {
+        self.catalog.read().contains(id)
+    }
+
+    /// Counts the series passes that removed series (see `series_gc`): a holder of series ids
+    /// (ingest's series caches) drops the ids [`Store::contains_series`] no longer knows when
+    /// this changes.
+    pub fn series_removal_generation(&self) -> u64 {
+        self.counters.series_removals.load(Ordering::Acquire)
+    }
+
+    /// Removes the series of `dead` (ascending) that no memtable holds, with appends and series
+    /// creation held off by the gate; returns how many went.
+    pub(crate) fn remove_series(&self, dead: &mut Vec<SeriesId>) -> u64 {
+        let _gate = self.gate.write();
+        {
+            let active = self.active.read();
+            let frozen = self.frozen.read();
+            dead.retain(|id| {
+                !active.series.contains_key(id)
+                    && !frozen.iter().any(|f| f.mem.series.contains_key(id))
+            });
+        }
+        let n = self.catalog.write().remove(dead);
+        if n > 0 {
+            self.counters.series_removed.fetch_add(n, Ordering::Relaxed);
+            self.counters
+                .series_removals
+                .fetch_add(1, Ordering::Release);
+        }
+        n
     }
 
     /// Resolves when an append has taken the memtable past `memtable_flush_bytes` (a stored
@@ -754,8 +818,9 @@ impl Store {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Flushes when due (interval or size), merges the catalog files when there are too many (or
-    /// a crash left overlapping ones), compacts closed partitions, applies retention.
+    /// Flushes when due (interval or size), compacts closed partitions, applies retention,
+    /// removes series no sample is left of (see `series_gc`), and merges the catalog files when
+    /// there are too many, a crash left overlapping ones or series were removed.
     /// Called every ~10 s by the gateway with the current time.
     pub async fn maintain(&self, now_ms: i64) -> Result<MaintenanceStats> {
         let mut ms = self.maint.lock().await;
@@ -775,14 +840,6 @@ impl Store {
             out.flush = Some(self.flush_locked(&mut ms).await?);
             ms.last_flush_ms = Some(now_ms);
         }
-        let cat = crate::catalog_compaction::run(self, &mut ms.catalog_files).await;
-        self.note_catalog_files(&ms);
-        if let Some(c) = cat? {
-            out.catalog_compacted_files = c.removed;
-            self.counters
-                .catalog_compactions
-                .fetch_add(1, Ordering::Relaxed);
-        }
         let (parts, files) = crate::compaction::run(self, now_ms).await?;
         out.compacted_partitions = parts;
         out.compacted_files = files;
@@ -795,6 +852,22 @@ impl Store {
         self.counters
             .retention_deleted
             .fetch_add(files, Ordering::Relaxed);
+        if files > 0 {
+            ms.gc_due = true;
+        }
+        if let Some(pass) = crate::series_gc::run(self, &mut ms).await? {
+            out.series_removed = pass.removed;
+        }
+        let force = ms.catalog_rewrite;
+        let cat = crate::catalog_compaction::run(self, &mut ms.catalog_files, force).await;
+        self.note_catalog_files(&ms);
+        if let Some(c) = cat? {
+            ms.catalog_rewrite = false;
+            out.catalog_compacted_files = c.removed;
+            self.counters
+                .catalog_compactions
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.delete_retired().await?;
         Ok(out)
     }
@@ -856,8 +929,15 @@ impl Store {
         };
         let (series_table_cache_bytes, parquet_metadata_cache_bytes) = self.caches.bytes();
         let health = self.wal.health();
+        let (series_total, series_max_id, id_table) = {
+            let c = self.catalog.read();
+            (c.len(), c.max_id(), c.id_table_bytes() as u64)
+        };
         StoreStats {
-            series_total: self.catalog.read().len(),
+            series_total,
+            series_removed_total: self.counters.series_removed.load(Ordering::Relaxed),
+            series_max_id,
+            series_id_table_bytes: id_table,
             memtable_bytes: mem_bytes,
             memtable_samples: mem_samples,
             wal_bytes: self.wal.bytes(),

@@ -7,6 +7,7 @@ mod common;
 mod compaction;
 mod fuzz_regressions;
 mod layout;
+mod lifecycle;
 mod matchers;
 mod round_trip;
 mod wal;

@@ -18,4 +18,12 @@ impl SeriesSink for Store {
     fn append(&self, samples: &[SampleRef]) -> impl Future<Output = Result<(), StoreError>> + Send {
         Store::append(self, samples)
     }
+
+    fn series_removal_generation(&self) -> u64 {
+        Store::series_removal_generation(self)
+    }
+
+    fn contains_series(&self, id: SeriesId) -> bool {
+        Store::contains_series(self, id)
+    }
 }

@@ -35,6 +35,60 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Runs a decode of the file at `path`, turning a panic inside the Parquet and Arrow decoders
+/// into [`Error::Corrupt`] naming the file. Those crates are not panic-free on damaged input
+/// (fuzz/parquet_open found a data page in dictionary encoding without a dictionary page
+/// panicking the column decoder); [`super::layout`] refuses what a footer check can, this
+/// contains the rest, so a damaged file fails its read and nothing else.
+async fn contained<T>(path: &Path, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    let fut = Contained(Box::pin(fut));
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => Err(corrupt(
+            path,
+            format!("decoder panicked: {}", crate::panic_message(&*panic)),
+        )),
+    }
+}
+
+thread_local! {
+    static CONTAINED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// True while this thread polls a decode run by [`contained`]: a panic now is caught and becomes
+/// an error (the fuzz targets' panic hook uses this to tell contained panics from crashes).
+pub fn in_contained_decode() -> bool {
+    CONTAINED.with(|c| c.get() > 0)
+}
+
+/// Runs `f` marked as a contained decode (see [`in_contained_decode`]); the caller catches the
+/// panic.
+pub(crate) fn contained_sync<T>(f: impl FnOnce() -> T) -> T {
+    struct Mark;
+    impl Drop for Mark {
+        fn drop(&mut self) {
+            CONTAINED.with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
+    CONTAINED.with(|c| c.set(c.get() + 1));
+    let _mark = Mark;
+    f()
+}
+
+/// Marks the thread as inside [`contained`] for the duration of each poll.
+struct Contained<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for Contained<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let inner = self.0.as_mut();
+        contained_sync(|| inner.poll(cx))
+    }
+}
+
 /// An [`AsyncFileReader`] over one object of known size, reusing cached footer metadata
 /// (`ParquetObjectReader` is deprecated in parquet 59; this is its documented replacement).
 #[derive(Debug)]
@@ -84,6 +138,7 @@ impl AsyncFileReader for ObjectReader {
                 .with_page_index_policy(PageIndexPolicy::Optional)
                 .load_and_finish(&mut *self, size)
                 .await?;
+            super::layout::check(&m, size).map_err(ParquetError::General)?;
             let m = Arc::new(m);
             self.metadata = Some(Arc::clone(&m));
             Ok(m)
@@ -160,6 +215,14 @@ pub(crate) async fn series_table(
     caches: &FileCaches,
     file: &FileMeta,
 ) -> Result<Arc<SeriesTable>> {
+    contained(&file.path, series_table_inner(objects, caches, file)).await
+}
+
+async fn series_table_inner(
+    objects: &Objects,
+    caches: &FileCaches,
+    file: &FileMeta,
+) -> Result<Arc<SeriesTable>> {
     if file.rows == 0 {
         return Ok(Arc::new(SeriesTable::default()));
     }
@@ -174,6 +237,15 @@ pub(crate) async fn series_table(
 
 /// Reads the rows of the `wanted` series (sorted ids), or of every series when `wanted` is `None`.
 pub(crate) async fn read_series(
+    objects: &Objects,
+    caches: &FileCaches,
+    file: &FileMeta,
+    wanted: Option<&[SeriesId]>,
+) -> Result<Vec<SeriesChunk>> {
+    contained(&file.path, read_series_inner(objects, caches, file, wanted)).await
+}
+
+async fn read_series_inner(
     objects: &Objects,
     caches: &FileCaches,
     file: &FileMeta,
@@ -287,6 +359,23 @@ async fn read_table(
 /// Rebuilds a file's in-memory entry from its metadata and `series_id` column; its series table
 /// and footer go to `caches`.
 pub(crate) async fn load_meta(
+    objects: &Objects,
+    caches: &FileCaches,
+    path: Path,
+    size: u64,
+    hour: i64,
+    seq: u64,
+    compacted: bool,
+) -> Result<FileMeta> {
+    let shown = path.clone();
+    contained(
+        &shown,
+        load_meta_inner(objects, caches, path, size, hour, seq, compacted),
+    )
+    .await
+}
+
+async fn load_meta_inner(
     objects: &Objects,
     caches: &FileCaches,
     path: Path,
