@@ -22,8 +22,9 @@ fn world() -> &'static World {
         for (i, job) in ["api", "db", "web"].into_iter().enumerate() {
             for inst in 0..3 {
                 let inst = inst.to_string();
-                let counter: Vec<(i64, f64)> =
-                    (0..60).map(|k| (k * 15_000, (k * (i as i64 + 1)) as f64)).collect();
+                let counter: Vec<(i64, f64)> = (0..60)
+                    .map(|k| (k * 15_000, (k * (i as i64 + 1)) as f64))
+                    .collect();
                 data.add(
                     Labels::from_pairs([
                         ("__name__", "http_requests_total"),
@@ -33,10 +34,15 @@ fn world() -> &'static World {
                     ]),
                     &counter,
                 );
-                let gauge: Vec<(i64, f64)> =
-                    (0..60).map(|k| (k * 15_000, ((k * 7) % 11) as f64 - 3.5)).collect();
+                let gauge: Vec<(i64, f64)> = (0..60)
+                    .map(|k| (k * 15_000, ((k * 7) % 11) as f64 - 3.5))
+                    .collect();
                 data.add(
-                    Labels::from_pairs([("__name__", "temp"), ("job", job), ("instance", inst.as_str())]),
+                    Labels::from_pairs([
+                        ("__name__", "temp"),
+                        ("job", job),
+                        ("instance", inst.as_str()),
+                    ]),
                     &gauge,
                 );
                 for le in ["0.1", "1", "+Inf"] {

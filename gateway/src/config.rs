@@ -352,12 +352,27 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         flags: &FlagOverrides,
     ) -> anyhow::Result<Self> {
-        let mut tree = match file {
+        match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-                let v: serde_yaml::Value = serde_yaml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                Self::from_text(Some(&text), &path.display().to_string(), env, flags)
+            }
+            None => Self::from_text(None, "", env, flags),
+        }
+    }
+
+    /// [`Config::load`] with the file's text already read (`origin` names it in errors).
+    pub(crate) fn from_text(
+        text: Option<&str>,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &FlagOverrides,
+    ) -> anyhow::Result<Self> {
+        let mut tree = match text {
+            Some(text) => {
+                let v: serde_yaml::Value = serde_yaml::from_str(text)
+                    .map_err(|e| anyhow::anyhow!("config file {origin}: {e}"))?;
                 if v.is_null() {
                     serde_yaml::Value::Mapping(Default::default())
                 } else {
