@@ -31,6 +31,21 @@ METRICS = ["fleetgate_series", "fleetgate_series_removed_total", "fleetgate_seri
            "fleetgate_series_id_table_bytes", "fleetgate_samples_appended_total"]
 
 
+def child_of(pid, timeout=30):
+    """The process `faketime` started (it runs its command as a child, not by exec)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = f.read().split()
+            if kids:
+                return int(kids[0])
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"no child of faketime {pid}")
+
+
 def metrics(base):
     out = {}
     with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
@@ -75,15 +90,19 @@ def main():
     gw = subprocess.Popen(fake + [fg, "serve", "--data-dir", os.path.join(work, "data"),
                                   "--http-addr", f"127.0.0.1:{port}"], env=env)
     sim = None
+    gw_pid = None
     rows = []
     try:
         wait_http(f"{base}/-/ready")
+        gw_pid = child_of(gw.pid)
+        # to a file: a pipe read only at the end fills up and stalls the simulator
+        sim_log = open(os.path.join(work, "simulate.log"), "w+")
         sim = subprocess.Popen(
             fake + [fg, "simulate", "--url", f"{base}/api/v1/write", "--clusters", str(a.clusters),
                     "--nodes", str(a.nodes), "--pods-per-node", str(a.pods_per_node),
                     "--churn", str(a.churn), "--duration", f"{int(a.hours * 3600)}s",
                     "--timeout", "600s", "--concurrency", "4"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=sim_log, stderr=subprocess.STDOUT)
         t0 = time.time()
         step = a.every * 3600 / a.speed
         print(f"{'sim h':>6} {'RSS MiB':>8} {'series':>8} {'removed':>8} {'max id':>8} "
@@ -96,7 +115,7 @@ def main():
             m = metrics(base)
             row = {
                 "sim_hours": round((time.time() - t0) * a.speed / 3600, 2),
-                "rss_bytes": rss_bytes(gw.pid),
+                "rss_bytes": rss_bytes(gw_pid),
                 "series": int(m.get("fleetgate_series", 0)),
                 "removed": int(m.get("fleetgate_series_removed_total", 0)),
                 "max_id": int(m.get("fleetgate_series_max_id", 0)),
@@ -109,14 +128,19 @@ def main():
                   f"{row['removed']:>8} {row['max_id']:>8} {row['id_table_bytes'] / 1024:>12.1f} "
                   f"{row['pod_values']:>10} {row['samples']:>11}", flush=True)
             k += 1
-        out = sim.stdout.read() if sim.stdout else ""
+        sim_log.seek(0)
+        out = sim_log.read()
         if sim.returncode != 0:
             raise SystemExit(f"simulate exited {sim.returncode}: {out[-2000:]}")
         print(out.strip().splitlines()[-1] if out.strip() else "", file=sys.stderr)
     finally:
+        # faketime does not forward signals: stop the processes it started
         for p in (sim, gw):
             if p and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                try:
+                    os.kill(child_of(p.pid, timeout=1), signal.SIGTERM)
+                except (SystemExit, OSError):
+                    p.send_signal(signal.SIGTERM)
                 try:
                     p.wait(timeout=60)
                 except subprocess.TimeoutExpired:
