@@ -368,62 +368,49 @@ pub(crate) async fn load_meta(
     compacted: bool,
 ) -> Result<FileMeta> {
     let shown = path.clone();
-    contained(
-        &shown,
-        load_meta_inner(objects, caches, path, size, hour, seq, compacted),
-    )
+    contained(&shown, async move {
+        let b = builder(objects, &path, size, None).await?;
+        let metadata = Arc::clone(b.metadata());
+        let kv = metadata
+            .file_metadata()
+            .key_value_metadata()
+            .cloned()
+            .unwrap_or_default();
+        let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
+        if get("fleetgate.format").as_deref() != Some(SAMPLES_FORMAT) {
+            return Err(corrupt(&path, "missing or unknown fleetgate.format"));
+        }
+        let min_ts = get("fleetgate.min_ts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(hour);
+        let max_ts = get("fleetgate.max_ts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(hour + super::HOUR_MS - 1);
+        let rows = metadata.file_metadata().num_rows() as u64;
+        let table = read_table(b, &path).await?;
+        if table.rows() != rows {
+            return Err(corrupt(
+                &path,
+                "series_id rows differ from the footer's row count",
+            ));
+        }
+        let (min_id, max_id) = table.id_range();
+        let meta = FileMeta {
+            key: FileMeta::new_key(),
+            path,
+            hour,
+            seq,
+            compacted,
+            size,
+            rows,
+            min_ts,
+            max_ts,
+            min_id,
+            max_id,
+        };
+        caches.put_table(meta.key, Arc::new(table));
+        caches.put_metadata(meta.key, metadata);
+        Ok(meta)
+    })
     .await
-}
-
-async fn load_meta_inner(
-    objects: &Objects,
-    caches: &FileCaches,
-    path: Path,
-    size: u64,
-    hour: i64,
-    seq: u64,
-    compacted: bool,
-) -> Result<FileMeta> {
-    let b = builder(objects, &path, size, None).await?;
-    let metadata = Arc::clone(b.metadata());
-    let kv = metadata
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .unwrap_or_default();
-    let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
-    if get("fleetgate.format").as_deref() != Some(SAMPLES_FORMAT) {
-        return Err(corrupt(&path, "missing or unknown fleetgate.format"));
-    }
-    let min_ts = get("fleetgate.min_ts")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(hour);
-    let max_ts = get("fleetgate.max_ts")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(hour + super::HOUR_MS - 1);
-    let rows = metadata.file_metadata().num_rows() as u64;
-    let table = read_table(b, &path).await?;
-    if table.rows() != rows {
-        return Err(corrupt(
-            &path,
-            "series_id rows differ from the footer's row count",
-        ));
-    }
-    let (min_id, max_id) = table.id_range();
-    let meta = FileMeta {
-        key: FileMeta::new_key(),
-        path,
-        hour,
-        seq,
-        compacted,
-        size,
-        rows,
-        min_ts,
-        max_ts,
-        min_id,
-        max_id,
-    };
-    caches.put_table(meta.key, Arc::new(table));
-    caches.put_metadata(meta.key, metadata);
-    Ok(meta)
 }
