@@ -10,6 +10,10 @@ import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
 
+# Every gateway a bench starts takes a free port for OTLP/gRPC rather than the default 4317, so
+# that benches and tests can run side by side.
+os.environ.setdefault("FLEETGATE_OTLP_GRPC_ADDR", "127.0.0.1:0")
+
 
 def free_port():
     with socket.socket() as s:

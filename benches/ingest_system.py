@@ -54,11 +54,16 @@ def main():
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--no-peers", action="store_true", help="skip VictoriaMetrics even if installed")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--binary", help="this fleetgate binary instead of building target/release/fleetgate "
+                    "(before/after comparisons: alternate two binaries in one session)")
     a = ap.parse_args()
 
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    fg = os.path.join(target, "release", "fleetgate")
-    run(["cargo", "build", "--release", "-p", "fleetgate", "--quiet"], cwd=ROOT)
+    if a.binary:
+        fg = os.path.abspath(a.binary)
+    else:
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        fg = os.path.join(target, "release", "fleetgate")
+        run(["cargo", "build", "--release", "-p", "fleetgate", "--quiet"], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="fg-bench-")
     rec = os.path.join(work, "payloads")
     sim = [fg, "simulate", "--dry-run", "--record-dir", rec, "--seed", "7",

@@ -35,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     /// Open dev mode (used only when `clusters` configures no token).
     pub(crate) dev: DevConfig,
+    /// The OTLP receiver (HTTP `POST /v1/metrics` on the main port, and gRPC).
+    pub(crate) otlp: OtlpConfig,
     /// The cluster registry: one entry per sending cluster. A token maps to exactly one cluster,
     /// and every series that arrives with it is stored with `cluster="<name>"`. A cluster's token
     /// also reads that one cluster's series.
@@ -53,6 +55,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             limits: Limits::default(),
             dev: DevConfig::default(),
+            otlp: OtlpConfig::default(),
             clusters: Vec::new(),
             users: Vec::new(),
         }
@@ -206,6 +209,71 @@ impl Default for DevConfig {
     }
 }
 
+/// The default OTLP/gRPC port.
+pub(crate) const DEFAULT_OTLP_GRPC_PORT: u16 = 4317;
+
+/// The OTLP receiver. OTLP/HTTP is always served on the main port (`POST /v1/metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct OtlpConfig {
+    /// An extra listener serving only OTLP/HTTP (the OTLP default port is 4318), e.g.
+    /// `0.0.0.0:4318`. Default none: `/v1/metrics` on the main port is enough.
+    pub(crate) http_addr: Option<String>,
+    /// OTLP/gRPC listen address (`MetricsService/Export`), or `off`. Default `:4317` on the host
+    /// of the main listener's default: `127.0.0.1:4317` in open dev mode, `0.0.0.0:4317`
+    /// otherwise.
+    pub(crate) grpc_addr: Option<String>,
+    /// Resource attributes copied onto every series of the resource, as Prometheus's
+    /// `promote_resource_attributes` (a data point attribute of the same name wins). Default the
+    /// Kubernetes attributes cost allocation needs: `k8s.namespace.name`, `k8s.pod.name`,
+    /// `k8s.node.name`, `k8s.container.name`, `k8s.deployment.name`.
+    pub(crate) promote_resource_attributes: Vec<String>,
+    /// `classic` (default): exponential histograms become `_bucket{le}` series at power-of-two
+    /// bounds; `reject`: they are refused through `partial_success`.
+    pub(crate) exponential_histograms: ExponentialHistogramsMode,
+    /// Most delta streams held for delta-to-cumulative conversion. Default 1,000,000.
+    pub(crate) max_delta_streams: usize,
+}
+
+/// See [`OtlpConfig::exponential_histograms`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ExponentialHistogramsMode {
+    /// Converted to classic buckets.
+    #[default]
+    Classic,
+    /// Rejected.
+    Reject,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        let o = fleetgate_ingest::otlp::OtlpOptions::default();
+        Self {
+            http_addr: None,
+            grpc_addr: None,
+            promote_resource_attributes: o.promote_resource_attributes,
+            exponential_histograms: ExponentialHistogramsMode::Classic,
+            max_delta_streams: o.max_delta_streams,
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// The ingest crate's options.
+    pub(crate) fn options(&self) -> fleetgate_ingest::otlp::OtlpOptions {
+        use fleetgate_ingest::otlp::ExponentialHistograms;
+        fleetgate_ingest::otlp::OtlpOptions {
+            promote_resource_attributes: self.promote_resource_attributes.clone(),
+            exponential_histograms: match self.exponential_histograms {
+                ExponentialHistogramsMode::Classic => ExponentialHistograms::Classic,
+                ExponentialHistogramsMode::Reject => ExponentialHistograms::Reject,
+            },
+            max_delta_streams: self.max_delta_streams,
+        }
+    }
+}
+
 /// One sending cluster.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -342,6 +410,8 @@ pub(crate) struct FlagOverrides {
     pub(crate) data_dir: Option<PathBuf>,
     /// `--http-addr`
     pub(crate) http_addr: Option<String>,
+    /// `--otlp-grpc-addr`
+    pub(crate) otlp_grpc_addr: Option<String>,
 }
 
 impl Config {
@@ -392,6 +462,9 @@ impl Config {
         if let Some(a) = &flags.http_addr {
             cfg.http_addr = Some(a.clone());
         }
+        if let Some(a) = &flags.otlp_grpc_addr {
+            cfg.otlp.grpc_addr = Some(a.clone());
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -416,6 +489,41 @@ impl Config {
             }),
             None if self.open_mode() => Ok(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT))),
             None => Ok(SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT))),
+        }
+    }
+
+    /// The OTLP/gRPC listen address; `None` when `otlp.grpc_addr` is `off`.
+    pub(crate) fn otlp_grpc_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let host = if self.open_mode() {
+            [127, 0, 0, 1]
+        } else {
+            [0, 0, 0, 0]
+        };
+        match self.otlp.grpc_addr.as_deref().map(str::trim) {
+            None => Ok(Some(SocketAddr::from((host, DEFAULT_OTLP_GRPC_PORT)))),
+            Some("off") => Ok(None),
+            Some(a) => {
+                let full = if a.starts_with(':') {
+                    format!("{}{a}", std::net::Ipv4Addr::from(host))
+                } else {
+                    a.to_string()
+                };
+                full.parse().map(Some).map_err(|e| {
+                    anyhow::anyhow!(
+                        "config key `otlp.grpc_addr`: {a:?} is not a socket address (or `off`): {e}"
+                    )
+                })
+            }
+        }
+    }
+
+    /// The extra OTLP/HTTP listen address, if configured.
+    pub(crate) fn otlp_http_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.otlp.http_addr.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => Ok(None),
+            Some(a) => a.parse().map(Some).map_err(|e| {
+                anyhow::anyhow!("config key `otlp.http_addr`: {a:?} is not a socket address: {e}")
+            }),
         }
     }
 
@@ -445,6 +553,18 @@ impl Config {
             bail!("config key `data_dir`: must not be empty");
         }
         self.listen_addr()?;
+        self.otlp_grpc_addr()?;
+        self.otlp_http_addr()?;
+        for (i, a) in self.otlp.promote_resource_attributes.iter().enumerate() {
+            if fleetgate_ingest::otlp::names::label_name(a).is_none() {
+                anyhow::bail!(
+                    "config key `otlp.promote_resource_attributes[{i}]`: {a:?} has no Prometheus label name"
+                );
+            }
+        }
+        if self.otlp.max_delta_streams == 0 {
+            anyhow::bail!("config key `otlp.max_delta_streams`: must be at least 1");
+        }
         if self.http.max_body_bytes == 0 {
             bail!("config key `http.max_body_bytes`: must be > 0");
         }
@@ -566,7 +686,7 @@ impl Config {
                 );
             }
             for (k, v) in &c.labels {
-                if !fleetgate_ingest::remote_write::validate::is_valid_label_name(k.as_bytes()) {
+                if !fleetgate_ingest::validate::is_valid_label_name(k.as_bytes()) {
                     bail!("config key `clusters[{i}].labels.{k}`: not a valid label name");
                 }
                 if k == "cluster" || k == "__name__" {
@@ -735,6 +855,53 @@ mod tests {
         for i in 0..cfg.clusters.len() {
             cfg.cluster_limits(i).unwrap();
         }
+        assert_eq!(
+            cfg.otlp_grpc_addr().unwrap().map(|a| a.port()),
+            Some(DEFAULT_OTLP_GRPC_PORT)
+        );
+        assert_eq!(
+            cfg.otlp.options(),
+            fleetgate_ingest::otlp::OtlpOptions::default()
+        );
+    }
+
+    #[test]
+    fn otlp_addresses_and_checks() {
+        let open = load("", &[], FlagOverrides::default()).unwrap();
+        let a = open.otlp_grpc_addr().unwrap().unwrap();
+        assert!(a.ip().is_loopback() && a.port() == DEFAULT_OTLP_GRPC_PORT);
+        let port_only = load(
+            "otlp:\n  grpc_addr: \":5317\"\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(port_only.otlp_grpc_addr().unwrap().unwrap().port(), 5317);
+        let off = load(
+            "otlp:\n  grpc_addr: \"off\"\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert!(off.otlp_grpc_addr().unwrap().is_none());
+        for (yaml, key) in [
+            ("otlp:\n  grpc_addr: nope\n", "otlp.grpc_addr"),
+            ("otlp:\n  http_addr: nope\n", "otlp.http_addr"),
+            (
+                "otlp:\n  promote_resource_attributes: [\"...\"]\n",
+                "otlp.promote_resource_attributes[0]",
+            ),
+            (
+                "otlp:\n  exponential_histograms: native\n",
+                "otlp.exponential_histograms",
+            ),
+            ("otlp:\n  max_delta_streams: 0\n", "otlp.max_delta_streams"),
+        ] {
+            let e = load(yaml, &[], FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
     }
 
     #[test]
@@ -758,10 +925,12 @@ mod tests {
         let flags = FlagOverrides {
             data_dir: Some("/from/flag".into()),
             http_addr: Some("127.0.0.1:1".into()),
+            otlp_grpc_addr: Some("127.0.0.1:2".into()),
         };
         let cfg = load(yaml, &[("FLEETGATE__DATA_DIR", "/from/env")], flags).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(cfg.listen_addr().unwrap().port(), 1);
+        assert_eq!(cfg.otlp_grpc_addr().unwrap().map(|a| a.port()), Some(2));
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The HTTP listener: routes, remote-write receiver, health/readiness and `/metrics`.
+//! The HTTP listener: routes, remote-write receiver, health/readiness and `/metrics`; the OTLP/HTTP
+//! receiver is [`otlp`].
+
+pub(crate) mod otlp;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -51,9 +54,14 @@ pub(crate) struct AppState {
     pub(crate) core: OnceLock<Core>,
     /// Self-metrics.
     pub(crate) telemetry: Telemetry,
+    /// The OTLP receiver (translation options, delta-to-cumulative state), for HTTP and gRPC.
+    pub(crate) otlp: fleetgate_ingest::otlp::OtlpReceiver,
     /// Rejection-burst logging: (cluster → (window start, rejected samples in window)).
     pub(crate) reject_log: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
 }
+
+/// Most open-mode cluster contexts kept (each named by a sender).
+const MAX_OPEN_CLUSTERS: usize = 10_000;
 
 /// Builds the router. Every route but `/-/healthy`, `/-/ready` and `/metrics` authenticates:
 /// writes through [`AppState::auth`] in the handler, reads through the
@@ -63,6 +71,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/push", post(remote_write))
+        .route("/v1/metrics", post(otlp::metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -104,6 +113,19 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The router of the dedicated OTLP/HTTP listener (`otlp.http_addr`): `POST /v1/metrics` only.
+pub(crate) fn otlp_router(state: Arc<AppState>) -> Router {
+    let max_body = state.config.http.max_body_bytes;
+    Router::new()
+        .route("/v1/metrics", post(otlp::metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::inflight::reserve_body,
+        ))
+        .with_state(state)
+}
+
 /// Counts every request and its latency by handler (the route); remote-write counts its own,
 /// with the cluster.
 async fn track_request(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -116,6 +138,7 @@ async fn track_request(State(st): State<Arc<AppState>>, req: Request, next: Next
     if let Some(h) = handler
         && h != "/api/v1/write"
         && h != "/api/v1/push"
+        && h != "/v1/metrics"
     {
         st.telemetry
             .request(&h, "", resp.status().as_u16(), started.elapsed());
@@ -286,30 +309,40 @@ async fn remote_write_inner(
 impl AppState {
     /// The context of an open-mode request: cluster from the header, else from the payload's own
     /// `cluster` label, else the default cluster.
-    fn open_context(&self, headers: &HeaderMap) -> Arc<ClusterContext> {
+    pub(crate) fn open_context(&self, headers: &HeaderMap) -> Arc<ClusterContext> {
         let from_header = headers
             .get(self.config.dev.cluster_header.as_str())
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|s| !s.is_empty());
-        let (name, from_payload) = match from_header {
-            Some(n) => (n.to_string(), false),
-            None => (self.config.dev.default_cluster.clone(), true),
-        };
+        match from_header {
+            Some(n) => self.open_named(n, false),
+            None => self.open_named(&self.config.dev.default_cluster.clone(), true),
+        }
+    }
+
+    /// The open-mode context of cluster `name`; with `from_payload`, a series' own `cluster`
+    /// label names its cluster instead.
+    pub(crate) fn open_named(&self, name: &str, from_payload: bool) -> Arc<ClusterContext> {
         let key = format!("{}\u{0}{from_payload}", name);
-        let mut m = self.open_clusters.lock();
-        Arc::clone(m.entry(key).or_insert_with(|| {
+        let make = || {
             Arc::new(ClusterContext {
-                name: name.as_str().into(),
+                name: name.into(),
                 extra_labels: Vec::new(),
                 limits: self.config.limits.clone(),
                 cluster_from_payload: from_payload,
             })
-        }))
+        };
+        let mut m = self.open_clusters.lock();
+        if m.len() >= MAX_OPEN_CLUSTERS && !m.contains_key(&key) {
+            // senders name their own clusters here: keep the map bounded
+            return make();
+        }
+        Arc::clone(m.entry(key).or_insert_with(make))
     }
 
     /// One log line per cluster per 10 s of rejections (a "rejection burst").
-    fn log_rejections(&self, cluster: &str, n: u64, examples: &[String]) {
+    pub(crate) fn log_rejections(&self, cluster: &str, n: u64, examples: &[String]) {
         let mut m = self.reject_log.lock();
         let now = Instant::now();
         let e = m.entry(cluster.to_string()).or_insert((now, 0));
@@ -685,6 +718,7 @@ mod tests {
             open_clusters: Default::default(),
             core: OnceLock::new(),
             telemetry: Default::default(),
+            otlp: fleetgate_ingest::otlp::OtlpReceiver::new(Default::default()),
             reject_log: Default::default(),
         })
     }

@@ -7,9 +7,11 @@ mod body_timeout;
 mod config;
 mod error;
 mod export;
+mod grpc;
 mod http;
 mod inflight;
 mod listen;
+mod otlp;
 mod prom_api;
 mod query_pool;
 mod reader;
@@ -56,6 +58,9 @@ struct ServeArgs {
     /// HTTP listen address. Default 127.0.0.1:9201 in open dev mode, 0.0.0.0:9201 with tokens.
     #[arg(long, env = "FLEETGATE_HTTP_ADDR")]
     http_addr: Option<String>,
+    /// OTLP/gRPC listen address, or `off`. Default :4317 (127.0.0.1 in open dev mode).
+    #[arg(long, env = "FLEETGATE_OTLP_GRPC_ADDR")]
+    otlp_grpc_addr: Option<String>,
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
@@ -80,6 +85,7 @@ pub fn run_cli() -> anyhow::Result<()> {
             let flags = config::FlagOverrides {
                 data_dir: args.data_dir,
                 http_addr: args.http_addr,
+                otlp_grpc_addr: args.otlp_grpc_addr,
             };
             let cfg = config::Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
             if args.print_config {

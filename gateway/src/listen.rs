@@ -1,4 +1,4 @@
-//! The HTTP server loop: at most `http.max_connections` open at once (beyond it new connections
+//! The HTTP server loop (HTTP/1.1, or HTTP/2 for gRPC): at most `http.max_connections` open at once (beyond it new connections
 //! wait in the kernel's backlog), a header-read timeout that also closes idle keep-alive
 //! connections, and a shutdown that drains for at most `http.shutdown_timeout` before it drops the
 //! connections left (which cancels their reads).
@@ -16,6 +16,9 @@ use crate::body_timeout::BodyDeadline;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+/// Concurrent streams (requests) of one HTTP/2 connection.
+const MAX_H2_STREAMS: u32 = 64;
+
 /// Limits of the server loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServeOptions {
@@ -23,6 +26,9 @@ pub(crate) struct ServeOptions {
     pub(crate) max_connections: usize,
     /// From "ready for a request" (a new or an idle keep-alive connection) to its complete header.
     pub(crate) header_read_timeout: Duration,
+    /// Serve HTTP/2 only (gRPC) instead of HTTP/1.1; `header_read_timeout` is then the keep-alive
+    /// ping interval and timeout.
+    pub(crate) http2: bool,
     /// From a request's complete header to its complete body.
     pub(crate) body_read_timeout: Duration,
     /// How long a shutdown waits for requests in flight.
@@ -87,26 +93,43 @@ pub(crate) async fn serve<L: Listener>(
         conns.spawn(async move {
             let _permit = permit;
             let _guard = guard;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(opts.header_read_timeout)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            let closing = tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
+            let io = TokioIo::new(io);
+            // Drives one connection; on shutdown, asks it to finish its requests and waits.
+            macro_rules! drive {
+                ($conn:expr) => {{
+                    let conn = $conn;
+                    tokio::pin!(conn);
+                    let closing = tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            false
+                        }
+                        _ = close.wait_for(|v| *v) => true,
+                    };
+                    if closing {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
                     }
-                    false
-                }
-                _ = close.wait_for(|v| *v) => true,
-            };
-            if closing {
-                // finish the request in flight, then close
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                }};
+            }
+            if opts.http2 {
+                let mut builder =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Some(opts.header_read_timeout))
+                    .keep_alive_timeout(opts.header_read_timeout)
+                    .max_concurrent_streams(MAX_H2_STREAMS);
+                drive!(builder.serve_connection(io, service));
+            } else {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(opts.header_read_timeout)
+                    .keep_alive(true);
+                drive!(builder.serve_connection(io, service));
             }
         });
     }

@@ -77,6 +77,7 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         open_clusters: Default::default(),
         core: OnceLock::new(),
         telemetry: Default::default(),
+        otlp: fleetgate_ingest::otlp::OtlpReceiver::new(cfg.otlp.options()),
         reject_log: Default::default(),
     });
 
@@ -84,8 +85,31 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    let grpc_listener = match cfg.otlp_grpc_addr()? {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding otlp.grpc_addr {a}"))?,
+        ),
+        None => None,
+    };
+    let otlp_http_listener = match cfg.otlp_http_addr()? {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding otlp.http_addr {a}"))?,
+        ),
+        None => None,
+    };
+    let addr_of = |l: &Option<tokio::net::TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_string(), |a| a.to_string())
+    };
     tracing::info!(
         addr = %local,
+        otlp_grpc_addr = %addr_of(&grpc_listener),
+        otlp_http_addr = %addr_of(&otlp_http_listener),
         data_dir = %cfg.data_dir.display(),
         clusters = cfg.clusters.len(),
         users = cfg.users.len(),
@@ -103,20 +127,45 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         header_read_timeout: cfg.http.header_read_timeout.0,
         body_read_timeout: cfg.http.body_read_timeout.0,
         shutdown_timeout: cfg.http.shutdown_timeout.0,
+        http2: false,
     };
     let conn_stats = Arc::clone(&state.connections);
     let server_rx = shutdown_rx.clone();
-    let server = match tls {
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)?;
-            tokio::spawn(listen::serve(
-                listener, app, serve_opts, conn_stats, server_rx,
-            ))
-        }
-        None => tokio::spawn(listen::serve(
-            listener, app, serve_opts, conn_stats, server_rx,
-        )),
+    // Every listener speaks TLS when it is configured (gRPC's with ALPN h2).
+    let spawn = |l: tokio::net::TcpListener,
+                 app: axum::Router,
+                 opts: ServeOptions|
+     -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let stats = Arc::clone(&conn_stats);
+        let rx = shutdown_rx.clone();
+        Ok(match &tls {
+            Some(tls) => {
+                let cfg = if opts.http2 {
+                    let mut c = rustls::ServerConfig::clone(tls);
+                    c.alpn_protocols = vec![b"h2".to_vec()];
+                    Arc::new(c)
+                } else {
+                    Arc::clone(tls)
+                };
+                let l = crate::tls::TlsListener::new(l, cfg)?;
+                tokio::spawn(listen::serve(l, app, opts, stats, rx))
+            }
+            None => tokio::spawn(listen::serve(l, app, opts, stats, rx)),
+        })
     };
+    let _ = server_rx;
+    let server = spawn(listener, app, serve_opts)?;
+    let mut side_servers = Vec::new();
+    if let Some(l) = grpc_listener {
+        let opts = ServeOptions {
+            http2: true,
+            ..serve_opts
+        };
+        side_servers.push(spawn(l, crate::grpc::router(Arc::clone(&state)), opts)?);
+    }
+    if let Some(l) = otlp_http_listener {
+        side_servers.push(spawn(l, http::otlp_router(Arc::clone(&state)), serve_opts)?);
+    }
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         let _ = shutdown_tx.send(true);
@@ -202,10 +251,16 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             maint_ingester.sweep(now);
+            maint_state
+                .otlp
+                .sweep(now.saturating_sub(maint_ingester.options().active_series_window_ms));
         }
     });
 
     let served = server.await;
+    for s in side_servers {
+        let _ = s.await;
+    }
     signals.abort();
     let _ = maintenance.await;
     tracing::info!("shutting down: flushing memtables and syncing the WAL");

@@ -20,6 +20,8 @@ pub(crate) const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 pub(crate) struct Gateway {
     pub child: Child,
     pub addr: String,
+    /// The OTLP/gRPC listener (`host:port`).
+    pub grpc_addr: String,
     pub data_dir: PathBuf,
     pub stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -57,29 +59,35 @@ impl Gateway {
         let mut g = Gateway {
             child: spawn(data_dir, config, env, "127.0.0.1:0"),
             addr: String::new(),
+            grpc_addr: String::new(),
             data_dir: data_dir.to_path_buf(),
             stderr_lines: Default::default(),
         };
-        g.addr = g.wait_listening();
+        (g.addr, g.grpc_addr) = g.wait_listening();
         g.wait_ready();
         g
     }
 
-    fn wait_listening(&mut self) -> String {
+    fn wait_listening(&mut self) -> (String, String) {
         let stderr = self.child.stderr.take().expect("stderr piped");
         let (tx, rx) = mpsc::channel();
         let lines = std::sync::Arc::clone(&self.stderr_lines);
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent
-                    && line.contains("fleetgate listening")
-                    && let Some(i) = line.find("addr=")
-                {
-                    let rest = &line[i + 5..];
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(addr);
-                    sent = true;
+                if !sent && line.contains("fleetgate listening") {
+                    let field = |key: &str| {
+                        line.find(&format!(" {key}=")).map(|i| {
+                            line[i + key.len() + 2..]
+                                .chars()
+                                .take_while(|c| !c.is_whitespace())
+                                .collect::<String>()
+                        })
+                    };
+                    if let Some(addr) = field("addr") {
+                        let _ = tx.send((addr, field("otlp_grpc_addr").unwrap_or_default()));
+                        sent = true;
+                    }
                 }
                 if std::env::var_os("FLEETGATE_TEST_LOG").is_some() {
                     eprintln!("[gw] {line}");
@@ -237,7 +245,9 @@ fn spawn(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)], addr: &st
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--http-addr")
-        .arg(addr);
+        .arg(addr)
+        .arg("--otlp-grpc-addr")
+        .arg("127.0.0.1:0");
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }

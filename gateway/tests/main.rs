@@ -14,6 +14,7 @@ mod interop;
 mod interop_promql;
 mod memory_budget;
 mod ops;
+mod otlp;
 mod power_loss;
 mod prom_api;
 mod read_scope;

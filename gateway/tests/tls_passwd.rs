@@ -91,7 +91,14 @@ fn https_with_a_scram_user() {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .arg("--config")
         .arg(&cfg)
@@ -166,7 +173,14 @@ fn unusable_tls_files_stop_the_start() {
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .env("FLEETGATE__HTTP__TLS_CERT_FILE", &c)
             .env("FLEETGATE__HTTP__TLS_KEY_FILE", &k)

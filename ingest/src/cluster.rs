@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::remote_write::validate::is_valid_label_name;
+use crate::validate::is_valid_label_name;
 
 /// The label every stored series carries, naming its cluster.
 pub const CLUSTER_LABEL: &str = "cluster";

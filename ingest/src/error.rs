@@ -32,6 +32,10 @@ pub enum Error {
         /// What was wrong, naming the message field.
         reason: String,
     },
+    /// The body is not a well-formed OTLP `ExportMetricsServiceRequest` (protobuf or JSON), or
+    /// not valid gzip.
+    #[error("malformed OTLP request: {0}")]
+    Otlp(String),
     /// The store is over its budget; the sender should retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
@@ -62,9 +66,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             // The store refuses a label set it cannot encode (only reachable with limits off).
-            Self::Snappy(_) | Self::Protobuf { .. } | Self::Store(StoreError::InvalidSeries(_)) => {
-                ErrorKind::BadRequest
-            }
+            Self::Snappy(_)
+            | Self::Protobuf { .. }
+            | Self::Otlp(_)
+            | Self::Store(StoreError::InvalidSeries(_)) => ErrorKind::BadRequest,
             Self::TooLarge { .. } => ErrorKind::PayloadTooLarge,
             Self::Overloaded(_)
             | Self::Store(

@@ -1,6 +1,7 @@
 //! Ingestion for fleetgate: every way metrics arrive, decoded, validated, labelled with their
-//! cluster and appended to the store. The entry point is [`Ingester`]; today it speaks Prometheus
-//! remote-write 1.0 ([`Ingester::remote_write`]).
+//! cluster and appended to the store. The entry point is [`Ingester`]; every protocol is a thin
+//! decoder onto its one path ([`pipeline`]): Prometheus remote-write 1.0
+//! ([`Ingester::remote_write`]) and OTLP metrics ([`otlp::OtlpReceiver`]).
 //!
 //! The gateway authenticates the sender, resolves a [`ClusterContext`] and passes it in; this
 //! crate never decides who a sender is. Whole-request failures are an [`Error`], classified by
@@ -12,14 +13,17 @@
 pub mod cluster;
 pub mod error;
 pub mod limits;
+pub mod otlp;
 pub mod outcome;
+pub mod pipeline;
 pub mod remote_write;
 mod series_cache;
 pub mod sink;
+pub mod validate;
 
 pub use cluster::ClusterContext;
 pub use error::{Error, ErrorKind, Result};
 pub use limits::Limits;
 pub use outcome::{RejectCounts, RejectReason, WriteOutcome};
-pub use remote_write::{IngestOptions, Ingester, PreparedWrite};
+pub use pipeline::{Batch, IngestOptions, Ingester, PreparedWrite, Sample, SeriesLabels};
 pub use sink::{MemorySink, SampleRef, SeriesSink};

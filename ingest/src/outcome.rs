@@ -36,11 +36,17 @@ pub enum RejectReason {
     MaxActiveSeries,
     /// A native histogram sample: not supported yet.
     NativeHistogramUnsupported,
+    /// An OTLP exponential histogram while `otlp.exponential_histograms` is `reject`.
+    ExponentialHistogramUnsupported,
+    /// An OTLP sum or histogram whose aggregation temporality is neither delta nor cumulative.
+    InvalidTemporality,
+    /// An OTLP delta point at or before the last point of its stream.
+    OutOfOrderDelta,
 }
 
 impl RejectReason {
     /// Every reason, in [`RejectReason::index`] order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::MissingMetricName,
         Self::InvalidMetricName,
         Self::InvalidLabelName,
@@ -52,6 +58,9 @@ impl RejectReason {
         Self::SampleTooOld,
         Self::MaxActiveSeries,
         Self::NativeHistogramUnsupported,
+        Self::ExponentialHistogramUnsupported,
+        Self::InvalidTemporality,
+        Self::OutOfOrderDelta,
     ];
 
     /// The value of the `reason` label on the gateway's rejected-samples counter.
@@ -68,6 +77,9 @@ impl RejectReason {
             Self::SampleTooOld => "sample_too_old",
             Self::MaxActiveSeries => "max_active_series",
             Self::NativeHistogramUnsupported => "native_histogram_unsupported",
+            Self::ExponentialHistogramUnsupported => "exponential_histogram_unsupported",
+            Self::InvalidTemporality => "invalid_temporality",
+            Self::OutOfOrderDelta => "out_of_order_delta",
         }
     }
 
@@ -178,6 +190,20 @@ impl WriteOutcome {
         }
         self.rejected_samples_by_reason.add(reason, n);
         self.example(example);
+    }
+
+    /// Adds the counts and examples of `other` (another part of the same request) to these.
+    pub fn merge(&mut self, other: WriteOutcome) {
+        self.samples_accepted += other.samples_accepted;
+        self.series_created += other.series_created;
+        for (reason, n) in other.rejected_samples_by_reason.iter() {
+            self.rejected_samples_by_reason.add(reason, n);
+        }
+        for e in other.examples {
+            self.example(|| e);
+        }
+        self.exemplars_ignored += other.exemplars_ignored;
+        self.metadata_ignored += other.metadata_ignored;
     }
 
     /// Keeps an example message built by `example` while fewer than [`MAX_EXAMPLES`] are kept.

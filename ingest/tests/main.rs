@@ -11,5 +11,6 @@ mod errors;
 mod fixtures;
 mod limits;
 mod oracle;
+mod otlp_seeds;
 mod store;
 mod values;

@@ -41,14 +41,8 @@ pub fn decompress(body: &[u8], max_len: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// One float sample as decoded; `value` keeps its exact bits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RawSample {
-    /// Milliseconds since the Unix epoch.
-    pub timestamp_ms: i64,
-    /// The value.
-    pub value: f64,
-}
+/// One float sample as decoded: the pipeline's sample type.
+pub use crate::pipeline::Sample as RawSample;
 
 /// Streams the `TimeSeries` of a decompressed `WriteRequest`.
 #[derive(Debug)]
@@ -201,7 +195,7 @@ impl<'a> RawSeries<'a> {
 
     /// `metric{a="b", …}` from the labels as sent, for messages; stops at a malformed label.
     pub fn describe(&self) -> String {
-        super::validate::render_series(self.labels().map_while(|l| l.ok()))
+        crate::validate::render_series(self.labels().map_while(|l| l.ok()))
     }
 }
 
