@@ -43,6 +43,13 @@ pub(crate) struct Config {
     pub(crate) clusters: Vec<ClusterConfig>,
     /// Readers: Grafana, teams, tools. Each sees the clusters of its `clusters` patterns only.
     pub(crate) users: Vec<UserConfig>,
+    /// Pull sources: clusters that cannot push, scraped on an interval (`/federate` or
+    /// `/metrics`).
+    pub(crate) sources: Vec<SourceConfig>,
+    /// A Kubecost multi-cluster `clusters.yaml` (the `kubecost-clusters-config` ConfigMap, its
+    /// data file, or the bare list): each entry becomes a cluster with a pull source. Flag
+    /// `--kubecost-clusters`.
+    pub(crate) kubecost_clusters_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -58,6 +65,8 @@ impl Default for Config {
             otlp: OtlpConfig::default(),
             clusters: Vec::new(),
             users: Vec::new(),
+            sources: Vec::new(),
+            kubecost_clusters_file: None,
         }
     }
 }
@@ -289,6 +298,103 @@ pub(crate) struct ClusterConfig {
     pub(crate) labels: BTreeMap<String, String>,
     /// Per-cluster limit overrides; unset keys take the top-level `limits`.
     pub(crate) limits: Option<serde_yaml::Value>,
+    /// The cluster's monthly spend threshold (currency units), checked by budgets; from a
+    /// Kubecost clusters file's `monthlySpendThreshold`.
+    pub(crate) monthly_spend_threshold: Option<f64>,
+}
+
+/// One pull source: a cluster's Prometheus `/federate` (or any `/metrics` endpoint) scraped on an
+/// interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SourceConfig {
+    /// The cluster the series are stored under (`cluster="<name>"`).
+    pub(crate) cluster: String,
+    /// The source's name (the `source` label of `up`); default the URL's host:port.
+    pub(crate) name: Option<String>,
+    /// `http://` URL (https is not supported yet). A path ending in `/federate` is asked with `match[]`; any
+    /// other URL is scraped as a `/metrics` endpoint.
+    pub(crate) url: String,
+    /// Bearer token sent to the source.
+    pub(crate) bearer_token: Option<String>,
+    /// A file holding the bearer token (re-read on every scrape, as a mounted secret rotates).
+    pub(crate) bearer_token_file: Option<PathBuf>,
+    /// How often to scrape. Default 30s.
+    pub(crate) interval: PromDuration,
+    /// Per-scrape timeout (at most the interval). Default 10s.
+    pub(crate) timeout: PromDuration,
+    /// `/federate` selectors; default [`DEFAULT_FEDERATE_MATCH`].
+    #[serde(rename = "match")]
+    pub(crate) match_: Vec<String>,
+    /// Scraped labels win over the target's (`job`, `instance`, `source`); default true for
+    /// `/federate` (federation keeps the source's labels), false otherwise.
+    pub(crate) honor_labels: Option<bool>,
+    /// The `job` target label; default `federate` for `/federate`, else `pull`.
+    pub(crate) job: Option<String>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            cluster: String::new(),
+            name: None,
+            url: String::new(),
+            bearer_token: None,
+            bearer_token_file: None,
+            interval: PromDuration(Duration::from_secs(30)),
+            timeout: PromDuration(Duration::from_secs(10)),
+            match_: Vec::new(),
+            honor_labels: None,
+            job: None,
+        }
+    }
+}
+
+/// The metric families a `/federate` source is asked for by default: what cost allocation
+/// (OpenCost's inputs) and the fleet dashboards read.
+pub(crate) const DEFAULT_FEDERATE_MATCH: &[&str] = &[
+    "{__name__=~\"up|kube_.*|container_cpu_usage_seconds_total|container_memory_working_set_bytes|container_memory_usage_bytes|container_network_.*_bytes_total|container_fs_.*_bytes.*|node_cpu_seconds_total|node_memory_.*_bytes|node_filesystem_.*_bytes|node_network_.*_bytes_total|node_total_hourly_cost|node_cpu_hourly_cost|node_ram_hourly_cost|node_gpu_hourly_cost|pv_hourly_cost|kubecost_.*|opencost_.*|http_requests_total|http_request_duration_seconds_.*\"}",
+];
+
+impl SourceConfig {
+    /// True when the URL is a Prometheus `/federate` endpoint.
+    pub(crate) fn is_federate(&self) -> bool {
+        url_path(&self.url)
+            .trim_end_matches('/')
+            .ends_with("/federate")
+    }
+
+    /// The selectors asked for (`/federate` only).
+    pub(crate) fn matchers(&self) -> Vec<String> {
+        if self.match_.is_empty() {
+            DEFAULT_FEDERATE_MATCH
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            self.match_.clone()
+        }
+    }
+
+    /// The source's name: configured, else the URL's `host:port`.
+    pub(crate) fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| url_authority(&self.url).to_string())
+    }
+}
+
+/// The path of an `http(s)://authority/path?query` URL.
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    rest.find('/').map_or("", |i| &rest[i..])
+}
+
+/// The authority (`host:port`) of a URL.
+pub(crate) fn url_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or("")
 }
 
 /// One reader (a person, Grafana, a team's tool).
@@ -403,6 +509,22 @@ pub(crate) fn format_duration(d: Duration) -> String {
     out
 }
 
+/// Where a config came from, to load it again on reload (the environment is read afresh).
+#[derive(Debug, Clone)]
+pub(crate) struct LoadSource {
+    /// `--config`
+    pub(crate) file: Option<PathBuf>,
+    /// The flags.
+    pub(crate) flags: FlagOverrides,
+}
+
+impl LoadSource {
+    /// Loads and validates the config again.
+    pub(crate) fn load(&self) -> anyhow::Result<Config> {
+        Config::load(self.file.as_deref(), std::env::vars(), &self.flags)
+    }
+}
+
 /// Values given on the command line (or their `FLEETGATE_*` env vars, handled by clap).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FlagOverrides {
@@ -412,6 +534,8 @@ pub(crate) struct FlagOverrides {
     pub(crate) http_addr: Option<String>,
     /// `--otlp-grpc-addr`
     pub(crate) otlp_grpc_addr: Option<String>,
+    /// `--kubecost-clusters`
+    pub(crate) kubecost_clusters: Option<PathBuf>,
 }
 
 impl Config {
@@ -451,7 +575,9 @@ impl Config {
             }
             None => serde_yaml::Value::Mapping(Default::default()),
         };
-        apply_env(&mut tree, env)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        apply_env(&mut tree, env.iter().cloned())?;
+        let env_lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let mut cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             anyhow::anyhow!("config key `{path}`: {}", e.into_inner())
@@ -464,6 +590,17 @@ impl Config {
         }
         if let Some(a) = &flags.otlp_grpc_addr {
             cfg.otlp.grpc_addr = Some(a.clone());
+        }
+        if let Some(p) = &flags.kubecost_clusters {
+            cfg.kubecost_clusters_file = Some(p.clone());
+        }
+        if let Some(p) = cfg.kubecost_clusters_file.clone() {
+            let text = std::fs::read_to_string(&p).map_err(|e| {
+                anyhow::anyhow!("config key `kubecost_clusters_file`: {}: {e}", p.display())
+            })?;
+            crate::kubecost::apply(&mut cfg, &text, env_lookup).map_err(|e| {
+                anyhow::anyhow!("config key `kubecost_clusters_file` ({}): {e}", p.display())
+            })?;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -671,9 +808,10 @@ impl Config {
                     }
                     Some(h.to_ascii_lowercase())
                 }
-                (None, None) if any_token => {
+                // a pull-only cluster (it has a source) does not push, so needs no token
+                (None, None) if any_token && !self.sources.iter().any(|s| s.cluster == c.name) => {
                     bail!(
-                        "config key `clusters[{i}]`: every cluster needs `token` or `token_sha256` once any cluster has one"
+                        "config key `clusters[{i}]`: every cluster needs `token` or `token_sha256` once any cluster has one (or a pull source)"
                     )
                 }
                 (None, None) => None,
@@ -707,7 +845,55 @@ impl Config {
             fleetgate_ingest::ClusterContext::new(c.name.as_str(), extra, limits)
                 .map_err(|e| anyhow::anyhow!("config key `clusters[{i}]`: {e}"))?;
         }
-        self.validate_users(&mut tokens)
+        self.validate_users(&mut tokens)?;
+        self.validate_sources()
+    }
+
+    /// Checks `sources`: a cluster name, an http(s) URL with a host, one token form at most, a
+    /// positive interval and a timeout within it, and `match[]` only for `/federate`.
+    fn validate_sources(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        let mut names = HashSet::new();
+        for (i, src) in self.sources.iter().enumerate() {
+            let key = format!("sources[{i}]");
+            if src.cluster.is_empty() {
+                bail!("config key `{key}.cluster`: must name the cluster the series belong to");
+            }
+            if src.url.starts_with("https://") {
+                bail!(
+                    "config key `{key}.url`: https sources are not supported yet; use http:// (e.g. through a sidecar or service mesh)"
+                );
+            }
+            if !src.url.starts_with("http://") || url_authority(&src.url).is_empty() {
+                bail!(
+                    "config key `{key}.url`: {:?} is not an http:// URL",
+                    src.url
+                );
+            }
+            if src.bearer_token.is_some() && src.bearer_token_file.is_some() {
+                bail!("config key `{key}`: set `bearer_token` or `bearer_token_file`, not both");
+            }
+            if src.interval.0 < Duration::from_secs(1) {
+                bail!("config key `{key}.interval`: must be at least 1s");
+            }
+            if src.timeout.0.is_zero() || src.timeout.0 > src.interval.0 {
+                bail!("config key `{key}.timeout`: must be positive and at most the interval");
+            }
+            if !src.match_.is_empty() && !src.is_federate() {
+                bail!("config key `{key}.match`: only a /federate URL takes selectors");
+            }
+            if src.match_.iter().any(|m| m.trim().is_empty()) {
+                bail!("config key `{key}.match`: a selector must not be empty");
+            }
+            if !names.insert((src.cluster.clone(), src.display_name())) {
+                bail!(
+                    "config key `{key}`: another source of cluster {:?} has the name {:?} (set `name`)",
+                    src.cluster,
+                    src.display_name()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Checks `users`: unique names, one password form and one token form at most, at least one
@@ -866,6 +1052,112 @@ mod tests {
     }
 
     #[test]
+    fn kubecost_clusters_file_in_deploy_becomes_clusters_and_sources() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/senders/kubecost-clusters.yaml");
+        let env = [
+            ("KUBECOST_TOKEN_US_EAST_1", "tok-us"),
+            ("KUBECOST_TOKEN_EU_WEST_1", "tok-eu"),
+        ];
+        let yaml = format!(
+            "clusters:\n  - name: prod-eu-west-1\n    token: push-token\nkubecost_clusters_file: {}\n",
+            path.display()
+        );
+        let cfg = load(&yaml, &env, FlagOverrides::default()).unwrap();
+        let names: Vec<&str> = cfg.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["prod-eu-west-1", "prod-us-east-1", "staging"]);
+        assert_eq!(cfg.clusters[0].token.as_deref(), Some("push-token"), "kept");
+        assert_eq!(cfg.clusters[0].monthly_spend_threshold, Some(18000.0));
+        assert_eq!(cfg.clusters[1].monthly_spend_threshold, Some(25000.0));
+        assert_eq!(cfg.clusters[2].monthly_spend_threshold, None);
+        let src: Vec<(&str, &str, Option<&str>, bool)> = cfg
+            .sources
+            .iter()
+            .map(|s| {
+                (
+                    s.cluster.as_str(),
+                    s.url.as_str(),
+                    s.bearer_token.as_deref(),
+                    s.is_federate(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            src,
+            [
+                (
+                    "prod-us-east-1",
+                    "http://prometheus.us-east-1.example.internal:9090/federate",
+                    Some("tok-us"),
+                    true
+                ),
+                (
+                    "prod-eu-west-1",
+                    "http://prometheus.eu-west-1.example.internal:9090/federate",
+                    Some("tok-eu"),
+                    true
+                ),
+                (
+                    "staging",
+                    "http://staging-node-exporter.example.internal:9100/metrics",
+                    None,
+                    false
+                ),
+            ]
+        );
+        // the flag names the file too; an unset variable is an error naming it
+        let flags = FlagOverrides {
+            kubecost_clusters: Some(path.clone()),
+            ..FlagOverrides::default()
+        };
+        let e = load("", &env[..1], flags).unwrap_err().to_string();
+        assert!(
+            e.contains("KUBECOST_TOKEN_EU_WEST_1") && e.contains("kubecost_clusters_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn source_checks_name_the_key() {
+        for (yaml, key) in [
+            (
+                "sources:\n  - url: http://a/metrics\n",
+                "sources[0].cluster",
+            ),
+            (
+                "sources:\n  - cluster: c\n    url: ftp://a\n",
+                "sources[0].url",
+            ),
+            (
+                "sources:\n  - cluster: c\n    url: http://a/metrics\n    timeout: 1m\n",
+                "sources[0].timeout",
+            ),
+            (
+                "sources:\n  - cluster: c\n    url: http://a/metrics\n    match: [up]\n",
+                "sources[0].match",
+            ),
+            (
+                "sources:\n  - cluster: c\n    url: http://a/metrics\n  - cluster: c\n    url: http://a/metrics\n",
+                "sources[1]",
+            ),
+        ] {
+            let e = load(yaml, &[], FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        let ok = load(
+            "sources:\n  - cluster: c\n    url: http://p:9090/federate\n    interval: 15s\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert!(ok.sources[0].is_federate());
+        assert_eq!(ok.sources[0].matchers().len(), DEFAULT_FEDERATE_MATCH.len());
+        assert_eq!(ok.sources[0].display_name(), "p:9090");
+    }
+
+    #[test]
     fn otlp_addresses_and_checks() {
         let open = load("", &[], FlagOverrides::default()).unwrap();
         let a = open.otlp_grpc_addr().unwrap().unwrap();
@@ -926,6 +1218,7 @@ mod tests {
             data_dir: Some("/from/flag".into()),
             http_addr: Some("127.0.0.1:1".into()),
             otlp_grpc_addr: Some("127.0.0.1:2".into()),
+            kubecost_clusters: None,
         };
         let cfg = load(yaml, &[("FLEETGATE__DATA_DIR", "/from/env")], flags).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));

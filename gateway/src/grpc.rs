@@ -76,5 +76,30 @@ pub(crate) fn router(st: Arc<AppState>) -> axum::Router {
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
-    tonic::service::Routes::new(svc).into_axum_router()
+    tonic::service::Routes::new(svc)
+        .into_axum_router()
+        .layer(axum::middleware::map_response(otlp_codes))
+}
+
+/// tonic answers a request it cannot decode with INTERNAL and one over the size limit with
+/// OUT_OF_RANGE; OTLP says INVALID_ARGUMENT (bad data, not retried) and RESOURCE_EXHAUSTED.
+/// Errors before the body are trailers-only responses, so the status is in the headers.
+async fn otlp_codes(mut resp: axum::response::Response) -> axum::response::Response {
+    let h = resp.headers();
+    let code = h.get("grpc-status").and_then(|v| v.to_str().ok());
+    let msg = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| m.replace("%20", " "))
+        .unwrap_or_default();
+    let fixed = match code {
+        Some("13") if msg.starts_with("failed to decode Protobuf message") => Some("3"),
+        Some("11") if msg.starts_with("Error, decoded message length too large") => Some("8"),
+        _ => None,
+    };
+    if let Some(c) = fixed {
+        resp.headers_mut()
+            .insert("grpc-status", axum::http::HeaderValue::from_static(c));
+    }
+    resp
 }

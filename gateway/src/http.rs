@@ -54,6 +54,10 @@ pub(crate) struct AppState {
     pub(crate) core: OnceLock<Core>,
     /// Self-metrics.
     pub(crate) telemetry: Telemetry,
+    /// The pull sources' tasks.
+    pub(crate) pulls: crate::pull::Pulls,
+    /// How the config was loaded (file and flags), for reloads; `None` in unit tests.
+    pub(crate) reload_from: Option<crate::config::LoadSource>,
     /// The OTLP receiver (translation options, delta-to-cumulative state), for HTTP and gRPC.
     pub(crate) otlp: fleetgate_ingest::otlp::OtlpReceiver,
     /// Rejection-burst logging: (cluster → (window start, rejected samples in window)).
@@ -77,6 +81,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             crate::inflight::reserve_body,
         ))
+        .route("/-/reload", post(reload))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -144,6 +149,43 @@ async fn track_request(State(st): State<Arc<AppState>>, req: Request, next: Next
             .request(&h, "", resp.status().as_u16(), started.elapsed());
     }
     resp
+}
+
+/// `POST /-/reload`: re-reads the config (file, env, flags) and starts, stops or restarts pull
+/// sources to match it; other changes need a restart. Needs a fleet-wide reader (or open mode).
+async fn reload(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match st.auth.authenticate_read(&headers) {
+        Err(e) => return ApiError::client(StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+        Ok(p)
+            if !matches!(p.kind, PrincipalKind::Anonymous | PrincipalKind::User(_))
+                || !p.scope.is_fleet() =>
+        {
+            return ApiError::client(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{:?} may not reload: it needs a user whose scope is every cluster",
+                    p.name
+                ),
+            )
+            .into_response();
+        }
+        Ok(_) => {}
+    }
+    match crate::pull::reload(&st) {
+        Ok(c) => (
+            StatusCode::OK,
+            format!(
+                "reloaded: {} sources started, {} stopped, {} unchanged\n",
+                c.started, c.stopped, c.unchanged
+            ),
+        )
+            .into_response(),
+        Err(e) => ApiError::client(
+            StatusCode::BAD_REQUEST,
+            format!("reload failed, nothing changed: {e:#}"),
+        )
+        .into_response(),
+    }
 }
 
 async fn healthy() -> &'static str {
@@ -719,6 +761,8 @@ mod tests {
             core: OnceLock::new(),
             telemetry: Default::default(),
             otlp: fleetgate_ingest::otlp::OtlpReceiver::new(Default::default()),
+            pulls: Default::default(),
+            reload_from: None,
             reject_log: Default::default(),
         })
     }

@@ -10,9 +10,11 @@ mod export;
 mod grpc;
 mod http;
 mod inflight;
+mod kubecost;
 mod listen;
 mod otlp;
 mod prom_api;
+mod pull;
 mod query_pool;
 mod reader;
 mod serve;
@@ -61,6 +63,10 @@ struct ServeArgs {
     /// OTLP/gRPC listen address, or `off`. Default :4317 (127.0.0.1 in open dev mode).
     #[arg(long, env = "FLEETGATE_OTLP_GRPC_ADDR")]
     otlp_grpc_addr: Option<String>,
+    /// A Kubecost multi-cluster clusters.yaml (ConfigMap or its data file): each entry becomes a
+    /// cluster with a pull source.
+    #[arg(long, env = "FLEETGATE_KUBECOST_CLUSTERS")]
+    kubecost_clusters: Option<PathBuf>,
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
@@ -86,13 +92,18 @@ pub fn run_cli() -> anyhow::Result<()> {
                 data_dir: args.data_dir,
                 http_addr: args.http_addr,
                 otlp_grpc_addr: args.otlp_grpc_addr,
+                kubecost_clusters: args.kubecost_clusters,
             };
             let cfg = config::Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+            let from = config::LoadSource {
+                file: args.config.clone(),
+                flags,
+            };
             if args.print_config {
                 print!("{}", serde_yaml::to_string(&cfg)?);
                 return Ok(());
             }
-            rt.block_on(serve::run(cfg))
+            rt.block_on(serve::run(cfg, Some(from)))
         }
         Command::Simulate(args) => rt.block_on(simulate::run(args)),
         Command::Passwd => passwd(),

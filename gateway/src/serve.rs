@@ -15,7 +15,10 @@ use crate::listen::{self, ServeOptions};
 use crate::query_pool::QueryPool;
 
 /// Runs the gateway until SIGTERM/SIGINT, then flushes and fsyncs everything.
-pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    cfg: Config,
+    from: Option<crate::config::LoadSource>,
+) -> anyhow::Result<()> {
     let addr = cfg.listen_addr()?;
     let open = cfg.open_mode();
     let mut clusters = Vec::new();
@@ -78,8 +81,32 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         core: OnceLock::new(),
         telemetry: Default::default(),
         otlp: fleetgate_ingest::otlp::OtlpReceiver::new(cfg.otlp.options()),
+        pulls: Default::default(),
+        reload_from: from,
         reject_log: Default::default(),
     });
+    // Pull sources start now and scrape once the store is open.
+    let changes = state.pulls.reconcile(&state, &cfg)?;
+    if changes.started > 0 {
+        tracing::info!(sources = changes.started, "pull sources started");
+    }
+    #[cfg(unix)]
+    let sighup = {
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::error!("cannot listen for SIGHUP; use POST /-/reload");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                if let Err(e) = crate::pull::reload(&st) {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload failed, nothing changed");
+                }
+            }
+        })
+    };
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -262,6 +289,9 @@ pub(crate) async fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = s.await;
     }
     signals.abort();
+    #[cfg(unix)]
+    sighup.abort();
+    state.pulls.stop_all();
     let _ = maintenance.await;
     tracing::info!("shutting down: flushing memtables and syncing the WAL");
     let closing = Instant::now();

@@ -98,9 +98,53 @@ pub(crate) struct Telemetry {
     query_samples: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
     /// Maintenance rounds that failed (or panicked) and will be retried.
     pub(crate) maintenance_failures: AtomicU64,
+    /// Pull sources, by (cluster, source).
+    pulls: Mutex<BTreeMap<(String, String), PullStats>>,
+}
+
+/// What the gateway knows of one pull source.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PullStats {
+    /// Whether the last scrape succeeded.
+    pub(crate) up: bool,
+    /// Scrapes attempted.
+    pub(crate) scrapes: u64,
+    /// Scrapes that failed.
+    pub(crate) failures: u64,
+    /// Samples scraped in total.
+    pub(crate) samples: u64,
+    /// Duration of the last scrape, in seconds.
+    pub(crate) last_duration_s: f64,
 }
 
 impl Telemetry {
+    /// Records one scrape of a pull source.
+    pub(crate) fn pull(
+        &self,
+        cluster: &str,
+        source: &str,
+        ok: bool,
+        samples: u64,
+        duration_s: f64,
+    ) {
+        let mut m = self.pulls.lock();
+        let e = m
+            .entry((cluster.to_string(), source.to_string()))
+            .or_default();
+        e.up = ok;
+        e.scrapes += 1;
+        e.failures += u64::from(!ok);
+        e.samples += samples;
+        e.last_duration_s = duration_s;
+    }
+
+    /// Forgets a pull source that was removed from the config.
+    pub(crate) fn pull_removed(&self, cluster: &str, source: &str) {
+        self.pulls
+            .lock()
+            .remove(&(cluster.to_string(), source.to_string()));
+    }
+
     /// Adds accepted samples of a cluster.
     pub(crate) fn accepted(&self, cluster: &str, n: u64) {
         if n > 0 {
@@ -171,6 +215,63 @@ impl Telemetry {
 
     /// Renders this registry plus the given gauges/extra text.
     pub(crate) fn render(&self, out: &mut String) {
+        let pulls: Vec<((String, String), PullStats)> = self
+            .pulls
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let pull_family = |out: &mut String,
+                           name: &str,
+                           kind: &str,
+                           help: &str,
+                           f: &dyn Fn(&PullStats) -> String| {
+            family(out, name, kind, help);
+            for ((c, src), st) in &pulls {
+                let _ = writeln!(
+                    out,
+                    "{name}{{cluster=\"{}\",source=\"{}\"}} {}",
+                    esc(c),
+                    esc(src),
+                    f(st)
+                );
+            }
+        };
+        pull_family(
+            out,
+            "fleetgate_pull_up",
+            "gauge",
+            "1 when the last scrape of a pull source succeeded.",
+            &|s| u8::from(s.up).to_string(),
+        );
+        pull_family(
+            out,
+            "fleetgate_pull_scrapes_total",
+            "counter",
+            "Scrapes of a pull source.",
+            &|s| s.scrapes.to_string(),
+        );
+        pull_family(
+            out,
+            "fleetgate_pull_failures_total",
+            "counter",
+            "Failed scrapes of a pull source.",
+            &|s| s.failures.to_string(),
+        );
+        pull_family(
+            out,
+            "fleetgate_pull_samples_scraped_total",
+            "counter",
+            "Samples scraped from a pull source.",
+            &|s| s.samples.to_string(),
+        );
+        pull_family(
+            out,
+            "fleetgate_pull_duration_seconds",
+            "gauge",
+            "Duration of the last scrape of a pull source.",
+            &|s| s.last_duration_s.to_string(),
+        );
         family(
             out,
             "fleetgate_samples_accepted_total",

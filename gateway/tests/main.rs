@@ -17,5 +17,6 @@ mod ops;
 mod otlp;
 mod power_loss;
 mod prom_api;
+mod pull;
 mod read_scope;
 mod tls_passwd;

@@ -388,15 +388,84 @@ fn open_mode_takes_the_cluster_from_the_resource() {
     g.stop();
 }
 
+/// A codec that sends bytes as they are: a malformed message on the wire.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Sends `body` as the Export message, as it is.
+async fn raw_export(addr: &str, body: Vec<u8>) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut req = tonic::Request::new(body);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    );
+    grpc.unary(req, path, RawCodec).await.unwrap_err()
+}
+
 #[test]
 fn grpc_statuses() {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = two_cluster_config(dir.path(), "");
+    let cfg = two_cluster_config(
+        dir.path(),
+        "http:\n  max_body_bytes: 100000\n  max_decompressed_bytes: 100000\n",
+    );
     let g = Gateway::start(&dir.path().join("data"), Some(&cfg), &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        // malformed protobuf: INVALID_ARGUMENT; over the size limit: RESOURCE_EXHAUSTED
+        let e = raw_export(&g.grpc_addr, b"\x0a\xff\xff\xff\x0f".to_vec()).await;
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        let e = raw_export(&g.grpc_addr, vec![0u8; 200_000]).await;
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
         let mut client = MetricsServiceClient::connect(format!("http://{}", g.grpc_addr))
             .await
             .unwrap();

@@ -36,6 +36,9 @@ pub enum Error {
     /// not valid gzip.
     #[error("malformed OTLP request: {0}")]
     Otlp(String),
+    /// A scraped body is not valid Prometheus text or OpenMetrics.
+    #[error("malformed exposition text: {0}")]
+    Exposition(String),
     /// The store is over its budget; the sender should retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
@@ -69,6 +72,7 @@ impl Error {
             Self::Snappy(_)
             | Self::Protobuf { .. }
             | Self::Otlp(_)
+            | Self::Exposition(_)
             | Self::Store(StoreError::InvalidSeries(_)) => ErrorKind::BadRequest,
             Self::TooLarge { .. } => ErrorKind::PayloadTooLarge,
             Self::Overloaded(_)

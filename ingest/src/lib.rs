@@ -1,7 +1,8 @@
 //! Ingestion for fleetgate: every way metrics arrive, decoded, validated, labelled with their
 //! cluster and appended to the store. The entry point is [`Ingester`]; every protocol is a thin
 //! decoder onto its one path ([`pipeline`]): Prometheus remote-write 1.0
-//! ([`Ingester::remote_write`]) and OTLP metrics ([`otlp::OtlpReceiver`]).
+//! ([`Ingester::remote_write`]), OTLP metrics ([`otlp::OtlpReceiver`]) and pulled exposition
+//! text ([`Ingester::scrape`]).
 //!
 //! The gateway authenticates the sender, resolves a [`ClusterContext`] and passes it in; this
 //! crate never decides who a sender is. Whole-request failures are an [`Error`], classified by
@@ -12,6 +13,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod exposition;
 pub mod limits;
 pub mod otlp;
 pub mod outcome;

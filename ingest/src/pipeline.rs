@@ -144,6 +144,12 @@ impl<S: SeriesSink> Ingester<S> {
         &self.options
     }
 
+    /// The seed of this process's series-cache keys (decoders that build keys themselves mix it
+    /// in, as [`SeriesLabels::key`] receives it).
+    pub(crate) fn series_seed(&self) -> u64 {
+        self.seed
+    }
+
     /// Fails with [`crate::Error::Overloaded`] when the store is over its budget; decoders call
     /// this before decoding a request.
     pub fn check_budget(&self) -> Result<()> {

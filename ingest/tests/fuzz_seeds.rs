@@ -1,6 +1,6 @@
-//! The committed OTLP fuzz seeds (`fuzz/corpus/otlp_*`), one request of every metric type, decode
-//! and translate without a rejection into the expected series: the seeds stay meaningful inputs,
-//! and the protobuf and JSON encodings of the same shapes agree.
+//! The committed fuzz seeds of the OTLP decoders (`fuzz/corpus/otlp_*`, one request of every
+//! metric type) and of the exposition parser (`fuzz/corpus/exposition`) decode and translate
+//! without a rejection into the expected series: the seeds stay meaningful inputs.
 
 use std::sync::Arc;
 
@@ -89,5 +89,21 @@ fn json_seed() {
     assert_eq!(
         translate(&seed("otlp_json/seed-empty.json"), Encoding::Json).0,
         0
+    );
+}
+
+#[test]
+fn exposition_seeds() {
+    use fleetgate_ingest::exposition::parse::{Format, parse};
+    let count = |name: &str, format| {
+        let text = String::from_utf8(seed(name)).unwrap();
+        let mut n = 0;
+        parse(&text, format, |_| n += 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        n
+    };
+    assert_eq!(count("exposition/seed-text.prom", Format::Text), 10);
+    assert_eq!(
+        count("exposition/seed-openmetrics.om", Format::OpenMetrics),
+        3
     );
 }
