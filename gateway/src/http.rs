@@ -56,6 +56,8 @@ pub(crate) struct AppState {
     pub(crate) telemetry: Telemetry,
     /// The pull sources' tasks.
     pub(crate) pulls: crate::pull::Pulls,
+    /// Set once shutdown began.
+    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
     /// How the config was loaded (file and flags), for reloads; `None` in unit tests.
     pub(crate) reload_from: Option<crate::config::LoadSource>,
     /// The OTLP receiver (translation options, delta-to-cumulative state), for HTTP and gRPC.
@@ -762,6 +764,7 @@ mod tests {
             telemetry: Default::default(),
             otlp: fleetgate_ingest::otlp::OtlpReceiver::new(Default::default()),
             pulls: Default::default(),
+            shutting_down: Default::default(),
             reload_from: None,
             reject_log: Default::default(),
         })

@@ -127,7 +127,7 @@ impl Pulls {
         Ok(changes)
     }
 
-    /// Stops every task.
+    /// Stops every task (at shutdown: no staleness markers).
     pub(crate) fn stop_all(&self) {
         for r in self.running.lock().values() {
             let _ = r.stop.send(true);
@@ -251,7 +251,7 @@ async fn run(
     let mut failures: u32 = 0;
     loop {
         if *stop.borrow() {
-            return;
+            break;
         }
         let Some(core) = st.core.get() else {
             tokio::select! {
@@ -263,7 +263,7 @@ async fn run(
         let now = now_ms();
         let fetched = tokio::select! {
             r = fetch(&client, &src, &url, max_bytes) => r,
-            _ = stop.wait_for(|v| *v) => return,
+            _ = stop.wait_for(|v| *v) => break,
         };
         let duration = started.elapsed().as_secs_f64();
         let result = match fetched {
@@ -319,8 +319,18 @@ async fn run(
         let wait = wait.saturating_sub(started.elapsed().min(wait));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|v| *v) => return,
+            _ = stop.wait_for(|v| *v) => break,
         }
+    }
+    // removed from the config: its series go stale (not at shutdown: a restart resumes them)
+    if !st.shutting_down.load(std::sync::atomic::Ordering::Relaxed)
+        && let Some(core) = st.core.get()
+        && let Err(e) = core
+            .ingester
+            .scrape_ended(&ctx, &target, &mut state, now_ms())
+            .await
+    {
+        tracing::debug!(cluster = %ctx.name, source = %name, error = %e, "ending a pull source");
     }
 }
 

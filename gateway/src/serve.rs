@@ -82,6 +82,7 @@ pub(crate) async fn run(
         telemetry: Default::default(),
         otlp: fleetgate_ingest::otlp::OtlpReceiver::new(cfg.otlp.options()),
         pulls: Default::default(),
+        shutting_down: Default::default(),
         reload_from: from,
         reject_log: Default::default(),
     });
@@ -291,6 +292,9 @@ pub(crate) async fn run(
     signals.abort();
     #[cfg(unix)]
     sighup.abort();
+    state
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     state.pulls.stop_all();
     let _ = maintenance.await;
     tracing::info!("shutting down: flushing memtables and syncing the WAL");

@@ -1,7 +1,7 @@
 //! Pull sources from the binary: a `/metrics` endpoint (a small HTTP server in the test) and a
 //! `/federate` one are scraped on their interval; the samples, `up`, staleness for a series that
-//! disappears, a failing source (`up` 0, `fleetgate_pull_*`), and `POST /-/reload` adding and
-//! removing sources without a restart.
+//! disappears, a failing source (`up` 0, `fleetgate_pull_*`), and `POST /-/reload` and SIGHUP
+//! adding and removing sources without a restart.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -171,6 +171,30 @@ fn scrapes_metrics_and_federate_with_staleness_failures_and_reload() {
     );
     let asked = federate.seen.lock().unwrap()[0].clone();
     assert!(asked.starts_with("GET /federate?match%5B%5D="), "{asked}");
+
+    // SIGHUP reloads too: the /metrics source comes back (under a name of its own)
+    metrics.set(200, "temp{room=\"c\"} 7\n");
+    let sources = format!(
+        "sources:\n  - cluster: beta\n    name: thermo\n    url: http://{}/metrics\n    interval: 1s\n    timeout: 1s\n",
+        metrics.addr
+    );
+    two_cluster_config(dir.path(), &sources);
+    let pid = g.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(&g, "temp{room=\"c\"}", |r| value(r) == Some(7.0));
+    eventually(&g, "up{cluster=\"beta\",source=\"thermo\"}", |r| {
+        value(r) == Some(1.0)
+    });
+    // the federate source is gone: its `up` goes stale
+    eventually(&g, "up{cluster=\"alpha\"}", |r| {
+        r.as_array().is_some_and(|a| a.is_empty())
+    });
 
     // a cluster token may not reload
     let (code, _) = http_request(

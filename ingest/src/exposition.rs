@@ -40,13 +40,18 @@ pub struct Target {
 }
 
 impl Target {
+    /// Part of every cache key of the target's series: two targets with different labels (or
+    /// different scrape labels) never share a key.
     fn seed(&self) -> u64 {
         let mut h = Xxh3::new();
-        for (n, v) in &self.labels {
-            h.update(n.as_bytes());
-            h.update(&[0xfe]);
-            h.update(v.as_bytes());
-            h.update(&[0xff]);
+        for group in [&self.labels, &self.scrape_labels] {
+            for (n, v) in group {
+                h.update(n.as_bytes());
+                h.update(&[0xfe]);
+                h.update(v.as_bytes());
+                h.update(&[0xff]);
+            }
+            h.update(&[0xfd]);
         }
         h.update(&[u8::from(self.honor_labels)]);
         h.digest()
@@ -279,7 +284,7 @@ impl<S: SeriesSink> Ingester<S> {
             target,
             1.0,
             duration_s,
-            parsed.len() as u64,
+            Some(parsed.len() as u64),
             now_ms,
         )?;
         let outcome = self.commit(batch.finish()).await?;
@@ -304,13 +309,31 @@ impl<S: SeriesSink> Ingester<S> {
         let mut batch = self.batch(cluster, now_ms, state.previous.len() + 8);
         let gone: Vec<u128> = state.previous.keys().copied().collect();
         let stale_markers = self.mark_stale(&mut batch, state, &gone, now_ms)?;
-        self.scrape_series(&mut batch, target, 0.0, duration_s, 0, now_ms)?;
+        self.scrape_series(&mut batch, target, 0.0, duration_s, Some(0), now_ms)?;
         let outcome = self.commit(batch.finish()).await?;
         Ok(ScrapeReport {
             outcome,
             samples_scraped: 0,
             stale_markers,
         })
+    }
+
+    /// Ends a target (its source was removed from the config): staleness markers for the series
+    /// of its last scrape and for its `up` and `scrape_*` series, as Prometheus writes when a
+    /// target goes away.
+    pub async fn scrape_ended(
+        &self,
+        cluster: &ClusterContext,
+        target: &Target,
+        state: &mut ScrapeState,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let mut batch = self.batch(cluster, now_ms, state.previous.len() + 8);
+        let gone: Vec<u128> = state.previous.keys().copied().collect();
+        let n = self.mark_stale(&mut batch, state, &gone, now_ms)?;
+        self.scrape_series(&mut batch, target, STALE_NAN, STALE_NAN, None, now_ms)?;
+        self.commit(batch.finish()).await?;
+        Ok(n + 3)
     }
 
     fn mark_stale(
@@ -349,13 +372,16 @@ impl<S: SeriesSink> Ingester<S> {
         target: &Target,
         up: f64,
         duration_s: f64,
-        scraped: u64,
+        scraped: Option<u64>,
         now_ms: i64,
     ) -> Result<()> {
         for (name, value) in [
             ("up", up),
             ("scrape_duration_seconds", duration_s),
-            ("scrape_samples_scraped", scraped as f64),
+            (
+                "scrape_samples_scraped",
+                scraped.map_or(STALE_NAN, |n| n as f64),
+            ),
         ] {
             let owned = Owned {
                 name,
