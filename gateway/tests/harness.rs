@@ -181,6 +181,10 @@ impl Gateway {
         let q = format!("/api/v1/export?match[]={}", urlencode(selector));
         let (code, body) = http_get(&self.addr, &q).expect("export");
         assert_eq!(code, 200, "export {selector}: {body}");
+        assert!(
+            !body.ends_with(TRUNCATED),
+            "export {selector}: the gateway aborted the response part-way (a read failed; see its log)"
+        );
         body.lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("json line");
@@ -371,15 +375,27 @@ pub(crate) fn parse_response(raw: &[u8]) -> (u16, String, String) {
     (code, head.to_string(), body)
 }
 
+/// Appended to a chunked body that ended without its terminating zero-size chunk (the server
+/// aborted the response).
+pub(crate) const TRUNCATED: &str = "\n<truncated: the chunked body had no final chunk>";
+
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
+    let mut complete = false;
     while let Some((size_line, rest)) = s.split_once("\r\n") {
         let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+        if size == 0 && size_line.trim() == "0" {
+            complete = true;
+            break;
+        }
         if size == 0 || rest.len() < size {
             break;
         }
         out.push_str(&rest[..size]);
         s = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    if !complete {
+        out.push_str(TRUNCATED);
     }
     out
 }

@@ -256,7 +256,20 @@ fn every_acknowledged_sample_survives_power_cuts_through_flush_compaction_and_ro
         let (label, pattern) = TARGETS[round % TARGETS.len()];
         let k_ops = 1 + round / TARGETS.len();
         let gw = Gateway::start(&data, Some(&cfg), &[]);
-        check(&gw, &acked, t0, &format!("after cut {round}"));
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check(&gw, &acked, t0, &format!("after cut {round}"))
+        }));
+        if let Err(panic) = checked {
+            // FLEETGATE_KEEP_FAILED_DIR=DIR keeps the data directory that failed, for debugging
+            if let Some(keep) = std::env::var_os("FLEETGATE_KEEP_FAILED_DIR") {
+                let _ = Command::new("cp").arg("-a").arg(&data).arg(&keep).status();
+                eprintln!(
+                    "kept the failed data directory in {}",
+                    keep.to_string_lossy()
+                );
+            }
+            std::panic::resume_unwind(panic);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let w = {
             let (addr, stop) = (gw.addr.clone(), Arc::clone(&stop));
