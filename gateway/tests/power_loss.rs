@@ -226,7 +226,7 @@ const TARGETS: [(&str, &str); 5] = [
     ("catalog file", "/data/catalog/"),
     ("WAL rotation", "create /data/wal/"),
     ("WAL segment removal", "unlink /data/wal/"),
-    ("compaction", "-c.parquet"),
+    ("compaction", "-c"),
 ];
 
 #[test]

@@ -99,7 +99,7 @@ fn report_sizes() {
         let t = std::time::Instant::now();
         for (i, (hour, rows)) in hours.iter().enumerate() {
             let (b, _) =
-                encode_samples(rows.clone(), enc, *hour, i as u64, false, Path::from("x")).unwrap();
+                encode_samples(rows.clone(), enc, *hour, i as u64, 0, Path::from("x")).unwrap();
             bytes += b.len();
         }
         println!(
@@ -111,8 +111,7 @@ fn report_sizes() {
             let Some((hour, rows)) = hours.iter().max_by_key(|h| h.1.len()) else {
                 continue;
             };
-            let (b, _) =
-                encode_samples(rows.clone(), enc, *hour, 0, false, Path::from("x")).unwrap();
+            let (b, _) = encode_samples(rows.clone(), enc, *hour, 0, 0, Path::from("x")).unwrap();
             let md = ParquetMetaDataReader::new()
                 .parse_and_finish(&Bytes::from(b))
                 .unwrap();
@@ -152,7 +151,7 @@ fn bench(c: &mut Criterion) {
                 SamplesEncoding::default(),
                 hour,
                 1,
-                false,
+                0,
                 Path::from("x"),
             )
             .unwrap()

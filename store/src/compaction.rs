@@ -2,9 +2,12 @@
 //! and holds at least `compaction_min_files` files is merged into one file, de-duplicated last
 //! write wins, which is written before its inputs are deleted.
 //!
-//! The merged file is named `part-{max input seq}-c.parquet` and ranks just after that input (see
-//! [`crate::partition`]), so a crash between writing it and deleting the inputs leaves a state
-//! that reads the same; the next compaction of that partition overwrites it in place.
+//! The merged file is named after its newest input, one compaction generation above it
+//! (`part-{max input seq}-c.parquet`, then `-c2`, … when that input is itself a leftover
+//! compacted file), and ranks just after that input (see [`crate::partition`]), so a crash
+//! between writing it and deleting the inputs leaves a state that reads the same. No file is ever
+//! written over: a read may hold it (its inputs are deleted through the graveyard once no read
+//! does).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -88,12 +91,21 @@ pub(crate) async fn compact_partition(
     };
     rows.sort_by(|a, b| a.metric.cmp(&b.metric).then(a.id.cmp(&b.id)));
     let seq = inputs.iter().map(|f| f.seq).max().unwrap_or(0);
-    let path = partition::file_path(hour, seq, true);
+    // one generation above the newest input: never the name of a file that exists (a leftover
+    // of a crash between writing an output and deleting its inputs is an input here)
+    let generation = inputs
+        .iter()
+        .filter(|f| f.seq == seq)
+        .map(|f| f.compacted)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let path = partition::file_path(hour, seq, generation);
     let file = FileInfo {
         path: path.clone(),
         hour,
         seq,
-        compacted: true,
+        compacted: generation,
     };
     let (objects, rt) = (store.objects.clone(), tokio::runtime::Handle::current());
     // Streamed to the object store (fsync'd when local) without holding the encoded file.

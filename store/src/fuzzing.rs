@@ -31,14 +31,14 @@ pub fn wal_segment(bytes: &[u8]) -> Option<(u64, u64, usize)> {
 /// key-value metadata, series table), then reads every series it lists: the number of samples.
 pub async fn sample_file(bytes: Vec<u8>) -> Result<usize> {
     let store = Arc::new(InMemory::new());
-    let path = partition::file_path(0, 1, false);
+    let path = partition::file_path(0, 1, 0);
     let size = bytes.len() as u64;
     store
         .put(&path, PutPayload::from_bytes(Bytes::from(bytes)))
         .await?;
     let objects = Objects::new(std::path::Path::new("."), Some(store))?;
     let caches = FileCaches::new(1 << 20, 1 << 20);
-    let meta = read::load_meta(&objects, &caches, path, size, 0, 1, false).await?;
+    let meta = read::load_meta(&objects, &caches, path, size, 0, 1, 0).await?;
     read::series_table(&objects, &caches, &meta).await?;
     let chunks = read::read_series(&objects, &caches, &meta, None).await?;
     Ok(chunks.iter().map(|c| c.1.len()).sum())

@@ -4,11 +4,13 @@
 //! `series_id` column on a miss) makes reading k series cost O(k).
 //!
 //! **Ordering of files** (last write wins on duplicate `(series, timestamp)`): a file's rank is
-//! `(seq, compacted)`; `seq` is global and increasing, so a higher seq is a newer write. A file
-//! made by compaction is named with the *highest seq of its inputs* and the `-c` suffix: it takes
-//! its newest input's place in the order, above every older file of its partition and below every
-//! later one. While both exist (crash between write and delete) they agree wherever the input has
-//! data, so the tie between `S` and `S-c` does not matter.
+//! `(seq, generation)`; `seq` is global and increasing, so a higher seq is a newer write. A file
+//! made by compaction is named with the *highest seq of its inputs* and a compaction generation
+//! one above that input's (`part-S-c` is generation 1, `part-S-c2` generation 2, …; a flushed
+//! file is generation 0): it takes its newest input's place in the order, above every older file
+//! of its partition and below every later one. While inputs and output both exist (crash between
+//! write and delete) they agree wherever an input has data, so their relative order does not
+//! matter. A compaction never writes over a file that exists: a read may hold it.
 
 pub(crate) mod cache;
 pub(crate) mod layout;
@@ -72,17 +74,21 @@ pub(crate) fn partition_prefix(hour_ms: i64) -> String {
     format!("{SAMPLES_DIR}/date={y:04}-{m:02}-{d:02}/hour={h:02}")
 }
 
-/// Object path of a sample file.
-pub(crate) fn file_path(hour_ms: i64, seq: u64, compacted: bool) -> Path {
-    let suffix = if compacted { "-c" } else { "" };
+/// Object path of a sample file of compaction `generation` (0: flushed).
+pub(crate) fn file_path(hour_ms: i64, seq: u64, generation: u32) -> Path {
+    let suffix = match generation {
+        0 => String::new(),
+        1 => "-c".to_string(),
+        g => format!("-c{g}"),
+    };
     Path::from(format!(
         "{}/part-{seq:020}{suffix}.parquet",
         partition_prefix(hour_ms)
     ))
 }
 
-/// Parses `(hour_ms, seq, compacted)` from a sample file path.
-pub(crate) fn parse_file_path(path: &str) -> Option<(i64, u64, bool)> {
+/// Parses `(hour_ms, seq, generation)` from a sample file path.
+pub(crate) fn parse_file_path(path: &str) -> Option<(i64, u64, u32)> {
     let mut parts = path.split('/');
     if parts.next()? != SAMPLES_DIR {
         return None;
@@ -96,9 +102,13 @@ pub(crate) fn parse_file_path(path: &str) -> Option<(i64, u64, bool)> {
     if parts.next().is_some() || !(0..24).contains(&hour) {
         return None;
     }
-    let (seq, compacted) = match file.strip_suffix("-c") {
-        Some(s) => (s, true),
-        None => (file, false),
+    let (seq, generation) = match file.split_once("-c") {
+        Some((s, "")) => (s, 1),
+        Some((s, g)) if g.bytes().all(|b| b.is_ascii_digit()) && !g.starts_with('0') => {
+            (s, g.parse().ok().filter(|g| *g >= 2)?)
+        }
+        Some(_) => return None,
+        None => (file, 0),
     };
     let mut dp = date.split('-');
     let y: i64 = dp.next()?.parse().ok()?;
@@ -110,7 +120,7 @@ pub(crate) fn parse_file_path(path: &str) -> Option<(i64, u64, bool)> {
     Some((
         days_from_civil(y, m, d) * DAY_MS + hour * HOUR_MS,
         seq.parse().ok()?,
-        compacted,
+        generation,
     ))
 }
 
@@ -127,7 +137,8 @@ pub(crate) struct FileMeta {
     pub(crate) path: Path,
     pub(crate) hour: i64,
     pub(crate) seq: u64,
-    pub(crate) compacted: bool,
+    /// Compaction generation: 0 for a flushed file, 1 for `-c`, n for `-cn`.
+    pub(crate) compacted: u32,
     pub(crate) size: u64,
     pub(crate) rows: u64,
     pub(crate) min_ts: i64,
@@ -145,7 +156,7 @@ impl FileMeta {
     }
 
     /// Rank in last-write-wins order.
-    pub(crate) fn rank(&self) -> (u64, bool) {
+    pub(crate) fn rank(&self) -> (u64, u32) {
         (self.seq, self.compacted)
     }
 
@@ -319,14 +330,29 @@ mod tests {
     fn paths_round_trip() {
         // 2024-02-29 13:00 UTC
         let h = 1_709_211_600_000;
-        let p = file_path(h, 42, false);
+        let p = file_path(h, 42, 0);
         assert_eq!(
             p.as_ref(),
             "samples/date=2024-02-29/hour=13/part-00000000000000000042.parquet"
         );
-        assert_eq!(parse_file_path(p.as_ref()), Some((h, 42, false)));
-        let c = file_path(h, 7, true);
-        assert_eq!(parse_file_path(c.as_ref()), Some((h, 7, true)));
+        assert_eq!(parse_file_path(p.as_ref()), Some((h, 42, 0)));
+        let c = file_path(h, 7, 1);
+        assert!(
+            c.as_ref().ends_with("part-00000000000000000007-c.parquet"),
+            "{c}"
+        );
+        assert_eq!(parse_file_path(c.as_ref()), Some((h, 7, 1)));
+        let c3 = file_path(h, 7, 3);
+        assert!(
+            c3.as_ref()
+                .ends_with("part-00000000000000000007-c3.parquet"),
+            "{c3}"
+        );
+        assert_eq!(parse_file_path(c3.as_ref()), Some((h, 7, 3)));
+        for bad in ["-c0", "-c1", "-c01", "-cx", "-c-2"] {
+            let p = c.as_ref().replace("-c.parquet", &format!("{bad}.parquet"));
+            assert_eq!(parse_file_path(&p), None, "{p}");
+        }
         assert_eq!(partition_prefix(0), "samples/date=1970-01-01/hour=00");
         assert_eq!(hour_of(-1), -HOUR_MS);
     }

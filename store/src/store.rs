@@ -1050,10 +1050,10 @@ fn write_frozen(
     for (hour, range) in hours {
         let seq = seqs.fetch_add(1, Ordering::Relaxed);
         let file = FileInfo {
-            path: partition::file_path(hour, seq, false),
+            path: partition::file_path(hour, seq, 0),
             hour,
             seq,
-            compacted: false,
+            compacted: 0,
         };
         let rows = series.iter().map(|s| {
             let lo = s.ts.partition_point(|t| hour_of(*t) < hour);
@@ -1347,11 +1347,11 @@ mod tests {
                 .enumerate()
                 .map(|(k, (hour, rows))| {
                     let seq = first_seq + k as u64;
-                    let path = partition::file_path(hour, seq, false);
+                    let path = partition::file_path(hour, seq, 0);
                     let enc = SamplesEncoding::default();
                     (
                         hour,
-                        encode_samples(rows, enc, hour, seq, false, path).unwrap().0,
+                        encode_samples(rows, enc, hour, seq, 0, path).unwrap().0,
                     )
                 })
                 .collect()

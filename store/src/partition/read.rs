@@ -365,7 +365,7 @@ pub(crate) async fn load_meta(
     size: u64,
     hour: i64,
     seq: u64,
-    compacted: bool,
+    compacted: u32,
 ) -> Result<FileMeta> {
     let shown = path.clone();
     contained(&shown, async move {

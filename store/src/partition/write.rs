@@ -294,7 +294,8 @@ pub(crate) struct FileInfo {
     pub(crate) path: Path,
     pub(crate) hour: i64,
     pub(crate) seq: u64,
-    pub(crate) compacted: bool,
+    /// Compaction generation (0: flushed).
+    pub(crate) compacted: u32,
 }
 
 /// The Parquet writer of a sample file: `min_ts`/`max_ts` (its key-value metadata) must be known
@@ -332,7 +333,7 @@ pub fn encode_samples(
     enc: SamplesEncoding,
     hour: i64,
     seq: u64,
-    compacted: bool,
+    compacted: u32,
     path: Path,
 ) -> Result<(Vec<u8>, FileMetaPublic)> {
     series.retain(|s| !s.ts.is_empty());
@@ -448,15 +449,8 @@ mod tests {
             })
             .collect();
         let n = 200 * 240;
-        let (bytes, meta) = encode_samples(
-            rows,
-            SamplesEncoding::default(),
-            t0,
-            1,
-            false,
-            Path::from("x"),
-        )
-        .unwrap();
+        let (bytes, meta) =
+            encode_samples(rows, SamplesEncoding::default(), t0, 1, 0, Path::from("x")).unwrap();
         assert_eq!(meta.rows(), n);
         let md = ParquetMetaDataReader::new()
             .parse_and_finish(&Bytes::from(bytes))
