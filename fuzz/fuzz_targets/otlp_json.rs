@@ -1,43 +1,13 @@
-//! Fuzz target: an OTLP/HTTP JSON body (proto3 JSON with OTLP's deviations) through the path a request
-//! takes: JSON decode, translation, validation, limits, series resolution.
+//! Fuzz target: an OTLP/HTTP JSON body (proto3 JSON with OTLP's deviations) through the path a
+//! request takes: JSON decode, translation, validation, limits, series resolution.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+#[path = "otlp_common.rs"]
+mod common;
 
-use fleetgate_ingest::otlp::{self, Encoding, OtlpOptions, OtlpReceiver};
-use fleetgate_ingest::{ClusterContext, IngestOptions, Ingester, Limits, MemorySink};
+use fleetgate_ingest::otlp::Encoding;
 use libfuzzer_sys::fuzz_target;
 
-struct Setup {
-    ingester: Ingester<MemorySink>,
-    otlp: OtlpReceiver,
-    cluster: Arc<ClusterContext>,
-}
-
-fn setup() -> &'static Setup {
-    static S: OnceLock<Setup> = OnceLock::new();
-    S.get_or_init(|| Setup {
-        ingester: Ingester::new(Arc::new(MemorySink::discarding()), IngestOptions::default()),
-        otlp: OtlpReceiver::new(OtlpOptions {
-            max_delta_streams: 10_000,
-            ..OtlpOptions::default()
-        }),
-        cluster: Arc::new(
-            ClusterContext::new("fuzz", Vec::new(), Limits::default())
-                .unwrap_or_else(|e| panic!("cluster context: {e}")),
-        ),
-    })
-}
-
-fn ingest(s: &Setup, body: &[u8]) {
-    let Ok(req) = otlp::decode(body, Encoding::Json) else {
-        return;
-    };
-    let mut pick = |_: Option<&str>| Arc::clone(&s.cluster);
-    let _ = s.otlp.prepare(&s.ingester, &req, &mut pick, 1_767_225_600_000);
-}
-
 fuzz_target!(|data: &[u8]| {
-    let s = setup();
-    ingest(s, data);
+    common::ingest(common::setup(), data, Encoding::Json);
 });

@@ -312,13 +312,16 @@ pub(crate) struct SourceConfig {
     pub(crate) cluster: String,
     /// The source's name (the `source` label of `up`); default the URL's host:port.
     pub(crate) name: Option<String>,
-    /// `http://` URL (https is not supported yet). A path ending in `/federate` is asked with `match[]`; any
+    /// `http://` or `https://` URL. A path ending in `/federate` is asked with `match[]`; any
     /// other URL is scraped as a `/metrics` endpoint.
     pub(crate) url: String,
     /// Bearer token sent to the source.
     pub(crate) bearer_token: Option<String>,
     /// A file holding the bearer token (re-read on every scrape, as a mounted secret rotates).
     pub(crate) bearer_token_file: Option<PathBuf>,
+    /// https: PEM certificates of the CAs to trust for this source instead of the system's
+    /// (`/etc/ssl/certs/ca-certificates.crt` and the other usual bundle paths).
+    pub(crate) tls_ca_file: Option<PathBuf>,
     /// How often to scrape. Default 30s.
     pub(crate) interval: PromDuration,
     /// Per-scrape timeout (at most the interval). Default 10s.
@@ -341,6 +344,7 @@ impl Default for SourceConfig {
             url: String::new(),
             bearer_token: None,
             bearer_token_file: None,
+            tls_ca_file: None,
             interval: PromDuration(Duration::from_secs(30)),
             timeout: PromDuration(Duration::from_secs(10)),
             match_: Vec::new(),
@@ -859,16 +863,15 @@ impl Config {
             if src.cluster.is_empty() {
                 bail!("config key `{key}.cluster`: must name the cluster the series belong to");
             }
-            if src.url.starts_with("https://") {
+            let https = src.url.starts_with("https://");
+            if !(https || src.url.starts_with("http://")) || url_authority(&src.url).is_empty() {
                 bail!(
-                    "config key `{key}.url`: https sources are not supported yet; use http:// (e.g. through a sidecar or service mesh)"
-                );
-            }
-            if !src.url.starts_with("http://") || url_authority(&src.url).is_empty() {
-                bail!(
-                    "config key `{key}.url`: {:?} is not an http:// URL",
+                    "config key `{key}.url`: {:?} is not an http:// or https:// URL",
                     src.url
                 );
+            }
+            if src.tls_ca_file.is_some() && !https {
+                bail!("config key `{key}.tls_ca_file`: only an https:// URL uses a CA file");
             }
             if src.bearer_token.is_some() && src.bearer_token_file.is_some() {
                 bail!("config key `{key}`: set `bearer_token` or `bearer_token_file`, not both");
@@ -1127,6 +1130,10 @@ mod tests {
             (
                 "sources:\n  - cluster: c\n    url: ftp://a\n",
                 "sources[0].url",
+            ),
+            (
+                "sources:\n  - cluster: c\n    url: http://a/metrics\n    tls_ca_file: /x\n",
+                "sources[0].tls_ca_file",
             ),
             (
                 "sources:\n  - cluster: c\n    url: http://a/metrics\n    timeout: 1m\n",

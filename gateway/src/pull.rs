@@ -32,7 +32,57 @@ struct Running {
 #[derive(Debug, Default)]
 pub(crate) struct Pulls {
     running: Mutex<HashMap<(String, String), Running>>,
-    client: Mutex<Option<reqwest::Client>>,
+}
+
+/// The usual places of the system's CA bundle (Debian/Ubuntu, RHEL/Fedora, Alpine/others).
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The HTTP client of one source: for https, rustls (ring) trusting `tls_ca_file` or the system's
+/// CA bundle.
+fn client_for(src: &SourceConfig) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    use rustls_pki_types::pem::PemObject as _;
+    crate::tls::install_provider();
+    let builder =
+        reqwest::Client::builder().user_agent(concat!("fleetgate/", env!("CARGO_PKG_VERSION")));
+    if !src.url.starts_with("https://") {
+        return Ok(builder.build()?);
+    }
+    let bundle = match &src.tls_ca_file {
+        Some(p) => p.clone(),
+        None => SYSTEM_CA_BUNDLES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no system CA bundle found; set `tls_ca_file` for {}",
+                    src.url
+                )
+            })?,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&bundle)
+        .with_context(|| format!("reading CA certificates from {}", bundle.display()))?
+    {
+        let cert = cert.with_context(|| format!("a certificate in {}", bundle.display()))?;
+        // a bundle may hold certificates rustls cannot use; the others still count
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no usable CA certificate in {}", bundle.display());
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(builder.tls_backend_preconfigured(tls).build()?)
 }
 
 /// The context a source's series are stored with: the configured cluster's (labels, limits), or
@@ -69,27 +119,32 @@ pub(crate) struct Changes {
 }
 
 impl Pulls {
-    fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let mut c = self.client.lock();
-        if let Some(c) = &*c {
-            return Ok(c.clone());
-        }
-        let built = reqwest::Client::builder()
-            .user_agent(concat!("fleetgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        *c = Some(built.clone());
-        Ok(built)
-    }
-
     /// Makes the running tasks match `cfg.sources`: new and changed sources start (a changed one
     /// restarts), removed ones stop.
     pub(crate) fn reconcile(&self, st: &Arc<AppState>, cfg: &Config) -> anyhow::Result<Changes> {
-        let client = self.client()?;
         let mut wanted: HashMap<(String, String), &SourceConfig> = HashMap::new();
         for s in &cfg.sources {
             wanted.insert((s.cluster.clone(), s.display_name()), s);
         }
         let mut running = self.running.lock();
+        // Everything a new or changed source needs is built first: a source that cannot start
+        // (an unreadable CA file) leaves every task as it was.
+        let mut to_start = Vec::new();
+        for (key, src) in &wanted {
+            if running.get(key).is_some_and(|r| r.config == **src) {
+                continue;
+            }
+            let named = |e: anyhow::Error| {
+                anyhow::anyhow!(
+                    "source {:?} of cluster {:?}: {e:#}",
+                    src.display_name(),
+                    src.cluster
+                )
+            };
+            let ctx = cluster_context(cfg, &src.cluster).map_err(named)?;
+            let client = client_for(src).map_err(named)?;
+            to_start.push((key.clone(), *src, ctx, client));
+        }
         let mut changes = Changes::default();
         running.retain(|key, r| {
             let keep = wanted.get(key).is_some_and(|w| **w == r.config);
@@ -100,18 +155,14 @@ impl Pulls {
             }
             keep
         });
-        for (key, src) in wanted {
-            if running.contains_key(&key) {
-                changes.unchanged += 1;
-                continue;
-            }
-            let ctx = cluster_context(cfg, &src.cluster)?;
+        changes.unchanged = running.len();
+        for (key, src, ctx, client) in to_start {
             let (stop, rx) = watch::channel(false);
             tokio::spawn(run(
                 Arc::clone(st),
                 src.clone(),
                 ctx,
-                client.clone(),
+                client,
                 cfg.http.max_decompressed_bytes,
                 rx,
             ));

@@ -19,6 +19,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const READY_QUEUE: usize = 128;
 
+/// Installs the process's rustls provider (ring) once; every TLS client and server of the binary
+/// (the HTTPS listener, pull sources, `simulate`'s sender) uses it.
+pub(crate) fn install_provider() {
+    // fails only when one is installed already
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Loads the certificate chain and key; every error names the config key and the file.
 pub(crate) fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)

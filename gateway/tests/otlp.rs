@@ -119,6 +119,9 @@ fn check_exported(g: &Gateway, p: &str) {
 
 #[test]
 fn sdk_exports_over_http_protobuf_json_and_grpc() {
+    // the SDK's reqwest client needs the process's rustls provider (the workspace builds reqwest
+    // with rustls and no provider of its own)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let cfg = two_cluster_config(dir.path(), "");
     let g = Gateway::start(&dir.path().join("data"), Some(&cfg), &[]);

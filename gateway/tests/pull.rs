@@ -74,6 +74,18 @@ fn eventually(g: &Gateway, q: &str, ok: impl Fn(&serde_json::Value) -> bool) -> 
     panic!("{q}: condition not met; last {}", query(g, q));
 }
 
+/// `POST /-/reload` with `auth`.
+fn reload(g: &Gateway, auth: &str) -> (u16, String) {
+    http_request(
+        &g.addr,
+        "POST",
+        "/-/reload",
+        &[("Authorization".into(), auth.into())],
+        &[],
+    )
+    .unwrap()
+}
+
 fn value(r: &serde_json::Value) -> Option<f64> {
     r.as_array()?.first()?["value"][1].as_str()?.parse().ok()
 }
@@ -148,14 +160,7 @@ fn scrapes_metrics_and_federate_with_staleness_failures_and_reload() {
     );
     let cfg = two_cluster_config(dir.path(), &sources);
     assert!(cfg.exists());
-    let (code, body) = http_request(
-        &g.addr,
-        "POST",
-        "/-/reload",
-        &[("Authorization".into(), READER_AUTH.into())],
-        &[],
-    )
-    .unwrap();
+    let (code, body) = reload(&g, READER_AUTH);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("1 sources started, 1 stopped"), "{body}");
     let r = eventually(&g, "node_load1", |r| value(r) == Some(0.5));
@@ -197,26 +202,86 @@ fn scrapes_metrics_and_federate_with_staleness_failures_and_reload() {
     });
 
     // a cluster token may not reload
-    let (code, _) = http_request(
-        &g.addr,
-        "POST",
-        "/-/reload",
-        &[("Authorization".into(), "Bearer tok-a".into())],
-        &[],
-    )
-    .unwrap();
+    let (code, _) = reload(&g, "Bearer tok-a");
     assert_eq!(code, 403);
     // a config that does not load changes nothing
     std::fs::write(&cfg, "sources:\n  - cluster: alpha\n    url: ftp://x\n").unwrap();
-    let (code, body) = http_request(
-        &g.addr,
-        "POST",
-        "/-/reload",
-        &[("Authorization".into(), READER_AUTH.into())],
-        &[],
-    )
-    .unwrap();
+    let (code, body) = reload(&g, READER_AUTH);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("sources[0].url"), "{body}");
+    g.stop();
+}
+
+/// An HTTPS `/metrics` endpoint with a self-signed certificate for 127.0.0.1 (tokio-rustls);
+/// returns its address and the certificate's PEM file.
+fn https_exporter(dir: &std::path::Path, body: &'static str) -> (String, std::path::PathBuf) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = dir.join("exporter-ca.crt");
+    std::fs::write(&pem, ck.cert.pem()).unwrap();
+    let cert = rustls_pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key = rustls_pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((tcp, _)) = l.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    (addr, pem)
+}
+
+#[test]
+fn https_sources_trust_their_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, ca) = https_exporter(dir.path(), "secure_metric{a=\"1\"} 42\n");
+    let sources = format!(
+        "sources:\n  - cluster: beta\n    url: https://{addr}/metrics\n    tls_ca_file: {}\n    interval: 1s\n    timeout: 1s\n  - cluster: alpha\n    url: https://{addr}/metrics\n    interval: 1s\n    timeout: 1s\n",
+        ca.display()
+    );
+    let cfg = two_cluster_config(dir.path(), &sources);
+    let g = Gateway::start(&dir.path().join("data"), Some(&cfg), &[]);
+    let r = eventually(&g, "secure_metric", |r| value(r) == Some(42.0));
+    assert_eq!(r[0]["metric"]["cluster"].as_str(), Some("beta"));
+    // without the CA file the system's roots do not trust the self-signed certificate
+    eventually(&g, "up{cluster=\"alpha\"}", |r| value(r) == Some(0.0));
+    // a CA file that cannot be read stops the reload with its name; nothing changes
+    let bad = format!(
+        "sources:\n  - cluster: beta\n    url: https://{addr}/metrics\n    tls_ca_file: /nonexistent/ca.crt\n"
+    );
+    two_cluster_config(dir.path(), &bad);
+    let (code, body) = reload(&g, READER_AUTH);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("/nonexistent/ca.crt"), "{body}");
+    eventually(&g, "up{cluster=\"alpha\"}", |r| value(r) == Some(0.0));
     g.stop();
 }

@@ -76,6 +76,7 @@ pub(crate) async fn send_all(
     mut rx: mpsc::Receiver<Payload>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
+    crate::tls::install_provider();
     let client = reqwest::Client::builder()
         .timeout(cfg.timeout)
         .user_agent(concat!("fleetgate-simulate/", env!("CARGO_PKG_VERSION")))
