@@ -69,9 +69,13 @@ impl MetricsService for Metrics {
 }
 
 /// The gRPC router: the OTLP metrics service, gzip accepted and sent, messages up to
-/// `http.max_decompressed_bytes` (larger ones get `RESOURCE_EXHAUSTED` from tonic).
+/// `http.max_decompressed_bytes` (larger ones get `RESOURCE_EXHAUSTED` from tonic). tonic decodes
+/// a message before the handler can reserve its bytes, so at most `http.max_inflight_bytes /
+/// http.max_decompressed_bytes` exports are taken at once (at least one); the others wait, their
+/// bodies held back by HTTP/2 flow control.
 pub(crate) fn router(st: Arc<AppState>) -> axum::Router {
     let max = st.config.http.max_decompressed_bytes;
+    let at_once = (st.config.http.max_inflight_bytes / (max as u64).max(1)).max(1) as usize;
     let svc = MetricsServiceServer::new(Metrics { st })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -79,6 +83,7 @@ pub(crate) fn router(st: Arc<AppState>) -> axum::Router {
     tonic::service::Routes::new(svc)
         .into_axum_router()
         .layer(axum::middleware::map_response(otlp_codes))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(at_once))
 }
 
 /// tonic answers a request it cannot decode with INTERNAL and one over the size limit with
