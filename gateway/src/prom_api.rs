@@ -342,6 +342,7 @@ fn query_error(e: &fleetgate_query::Error) -> Response {
         ApiErrorType::Timeout => ErrorType::Timeout,
         ApiErrorType::Canceled => ErrorType::Canceled,
         ApiErrorType::Internal => ErrorType::Internal,
+        ApiErrorType::Unavailable => ErrorType::Unavailable,
     };
     api_error(kind, &e.to_string())
 }

@@ -44,6 +44,21 @@ pub enum Error {
         /// The budget.
         limit: usize,
     },
+    /// SQL text that does not parse (client error).
+    #[error("{0}")]
+    SqlParse(String),
+    /// SQL that parses but does not plan: unknown table or column, type mismatch (client error).
+    #[error("{0}")]
+    SqlPlan(String),
+    /// A statement that would change something; the SQL interface is read-only (client error).
+    #[error("{0}")]
+    ReadOnly(String),
+    /// A SQL query needed more memory than the pool has left; retry later or ask for less.
+    #[error("{0}")]
+    ResourcesExhausted(String),
+    /// A SQL engine fault (logged; the client sees a generic message).
+    #[error("{0}")]
+    SqlInternal(String),
     /// A range query asks for more points per series than allowed (Prometheus: 11,000).
     #[error(
         "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
@@ -77,6 +92,8 @@ pub enum ApiErrorType {
     Execution,
     /// `timeout`, HTTP 503.
     Timeout,
+    /// `unavailable`, HTTP 503 + `Retry-After` (a shared limit is reached for now).
+    Unavailable,
     /// `canceled`, HTTP 499 (the client is gone).
     Canceled,
     /// `internal`, HTTP 500.
@@ -90,6 +107,7 @@ impl ApiErrorType {
             ApiErrorType::BadData => "bad_data",
             ApiErrorType::Execution => "execution",
             ApiErrorType::Timeout => "timeout",
+            ApiErrorType::Unavailable => "unavailable",
             ApiErrorType::Canceled => "canceled",
             ApiErrorType::Internal => "internal",
         }
@@ -97,6 +115,36 @@ impl ApiErrorType {
 }
 
 impl Error {
+    /// A copy of an error that reached SQL through DataFusion (store errors become their
+    /// message: the original stays with the scan that failed).
+    pub(crate) fn clone_for_sql(&self) -> Error {
+        match self {
+            Error::BadQuery { query, reason } => Error::BadQuery {
+                query: query.clone(),
+                reason: reason.clone(),
+            },
+            Error::BadParam { param, reason } => Error::BadParam {
+                param,
+                reason: reason.clone(),
+            },
+            Error::Store(e) if self.is_client_error() => Error::SqlPlan(e.to_string()),
+            Error::Store(e) => Error::SqlInternal(e.to_string()),
+            Error::Execution(m) => Error::Execution(m.clone()),
+            Error::Timeout(p) => Error::Timeout(p),
+            Error::Canceled(p) => Error::Canceled(p),
+            Error::TooManySamples { phase, limit } => Error::TooManySamples {
+                phase,
+                limit: *limit,
+            },
+            Error::TooManyPoints { limit } => Error::TooManyPoints { limit: *limit },
+            Error::SqlParse(m) => Error::SqlParse(m.clone()),
+            Error::SqlPlan(m) => Error::SqlPlan(m.clone()),
+            Error::ReadOnly(m) => Error::ReadOnly(m.clone()),
+            Error::ResourcesExhausted(m) => Error::ResourcesExhausted(m.clone()),
+            Error::SqlInternal(m) => Error::SqlInternal(m.clone()),
+        }
+    }
+
     /// True when the client sent something wrong (HTTP 400), false for server faults.
     pub fn is_client_error(&self) -> bool {
         match self {
@@ -104,6 +152,8 @@ impl Error {
             Error::Store(fleetgate_store::Error::InvalidRegex { .. }) => true,
             Error::Store(_) => false,
             Error::TooManyPoints { .. } => true,
+            Error::SqlParse(_) | Error::SqlPlan(_) | Error::ReadOnly(_) => true,
+            Error::ResourcesExhausted(_) | Error::SqlInternal(_) => false,
             Error::Execution(_)
             | Error::Timeout(_)
             | Error::Canceled(_)
@@ -118,8 +168,10 @@ impl Error {
                 ApiErrorType::BadData
             }
             Error::Store(fleetgate_store::Error::InvalidRegex { .. }) => ApiErrorType::BadData,
-            Error::Store(_) => ApiErrorType::Internal,
+            Error::Store(_) | Error::SqlInternal(_) => ApiErrorType::Internal,
+            Error::SqlParse(_) | Error::SqlPlan(_) | Error::ReadOnly(_) => ApiErrorType::BadData,
             Error::Execution(_) | Error::TooManySamples { .. } => ApiErrorType::Execution,
+            Error::ResourcesExhausted(_) => ApiErrorType::Unavailable,
             Error::Timeout(_) => ApiErrorType::Timeout,
             Error::Canceled(_) => ApiErrorType::Canceled,
         }

@@ -55,6 +55,37 @@ impl ReadView {
         self.store.select_series(&self.scope.join(matchers))
     }
 
+    /// Metric names (`__name__` values) of the series in scope, sorted.
+    pub(crate) fn metric_names(&self) -> Vec<String> {
+        if self.scope.is_fleet() {
+            return self.store.label_values("__name__");
+        }
+        let mut names: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let found = self.select_series(&[]);
+        for (_, l) in &found {
+            let n = l.metric_name();
+            if !n.is_empty() && seen.insert(n) {
+                names.push(n.to_string());
+            }
+        }
+        names.sort_unstable();
+        names
+    }
+
+    /// The samples in `[start, end]` of series selected with [`ReadView::select_series`] (so
+    /// within the scope), in the order given; series without samples omitted.
+    pub(crate) async fn read_selected(
+        &self,
+        sel: Vec<(SeriesId, Labels)>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<SeriesData>> {
+        let out = self.store.scan_selected(sel, start, end).await?;
+        self.count(&out);
+        Ok(out)
+    }
+
     /// Like [`ReadView::select_series`], only series with samples in `[start, end]` (answered from
     /// the memtables and per-file series tables, without decoding samples).
     pub(crate) async fn series_in_range(

@@ -2,3 +2,4 @@
 
 mod fleet;
 mod promqltest;
+mod sql;

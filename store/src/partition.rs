@@ -36,9 +36,10 @@ pub const SAMPLES_FORMAT: &str = "samples/1";
 pub const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Start of the hour holding `ts`.
+/// Start of the hour holding `ts` (`i64::MIN` for the lowest, partial hour: a query bound of
+/// "no start" must not overflow).
 pub(crate) fn hour_of(ts: i64) -> i64 {
-    ts.div_euclid(HOUR_MS) * HOUR_MS
+    ts.saturating_sub(ts.rem_euclid(HOUR_MS))
 }
 
 /// (year, month, day) of a day count since 1970-01-01, proleptic Gregorian (H. Hinnant's
@@ -355,5 +356,7 @@ mod tests {
         }
         assert_eq!(partition_prefix(0), "samples/date=1970-01-01/hour=00");
         assert_eq!(hour_of(-1), -HOUR_MS);
+        assert_eq!(hour_of(i64::MIN), i64::MIN);
+        assert_eq!(hour_of(i64::MAX), i64::MAX - i64::MAX.rem_euclid(HOUR_MS));
     }
 }
