@@ -196,6 +196,46 @@ impl ScramVerifier {
     }
 }
 
+impl ScramVerifier {
+    /// A verifier no password matches, with this salt: the exchange a login of an unknown user
+    /// gets, so that a client cannot tell unknown users from wrong passwords.
+    pub(crate) fn mock(salt: Vec<u8>) -> Self {
+        let mut keys = [0u8; 64];
+        // no randomness: the keys stay zero, which no HMAC output is
+        let _ = getrandom::fill(&mut keys);
+        let mut stored_key = [0u8; 32];
+        let mut server_key = [0u8; 32];
+        stored_key.copy_from_slice(&keys[..32]);
+        server_key.copy_from_slice(&keys[32..]);
+        Self {
+            iterations: SCRAM_ITERATIONS,
+            salt,
+            stored_key,
+            server_key,
+        }
+    }
+
+    /// The salt and iteration count the server sends in its first SCRAM message.
+    pub(crate) fn salt_and_iterations(&self) -> (&[u8], u32) {
+        (&self.salt, self.iterations)
+    }
+
+    /// Checks a SCRAM-SHA-256 client proof over `auth_message` (RFC 5802 §3): the server
+    /// signature to send back when the proof is right, `None` otherwise.
+    pub(crate) fn check_proof(&self, auth_message: &[u8], proof: &[u8]) -> Option<[u8; 32]> {
+        let signature = hmac(&self.stored_key, &[auth_message]);
+        if proof.len() != 32 {
+            return None;
+        }
+        let mut client_key = [0u8; 32];
+        for (i, k) in client_key.iter_mut().enumerate() {
+            *k = proof[i] ^ signature[i];
+        }
+        bool::from(digest(&client_key).ct_eq(&self.stored_key))
+            .then(|| hmac(&self.server_key, &[auth_message]))
+    }
+}
+
 impl fmt::Display for ScramVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -229,6 +269,9 @@ struct User {
     password: Option<Password>,
     token: Option<[u8; 32]>,
     scope: Arc<Scope>,
+    /// SCRAM verifier of a clear-text password, made on the first PostgreSQL login.
+    pg_verifier: std::sync::OnceLock<ScramVerifier>,
+    clear_password: Option<String>,
 }
 
 #[derive(Debug)]
@@ -236,6 +279,23 @@ struct Cluster {
     name: Arc<str>,
     token: Option<[u8; 32]>,
     scope: Arc<Scope>,
+    /// SCRAM verifier of a clear-text token, made on the first PostgreSQL login.
+    pg_verifier: std::sync::OnceLock<ScramVerifier>,
+    clear_token: Option<String>,
+}
+
+/// How a PostgreSQL wire login authenticates, decided from the startup message's user name.
+#[derive(Debug)]
+pub(crate) enum PgLogin {
+    /// No credentials are configured (open dev mode): no password, the whole fleet.
+    Trust(Principal),
+    /// SCRAM-SHA-256 with this verifier; the principal once the proof checks.
+    Scram(ScramVerifier, Principal),
+    /// A cleartext password, checked against a token known only by its digest (a cluster's
+    /// `token_sha256`, a user's token): offered over TLS only.
+    Cleartext(Principal),
+    /// No such user: a mock SCRAM exchange that always fails.
+    Unknown(ScramVerifier),
 }
 
 /// Successful SCRAM checks kept so that a dashboard's requests cost one digest, not 4,096 HMACs.
@@ -255,6 +315,8 @@ struct FailureLog {
 pub(crate) struct Authenticator {
     clusters: Vec<Cluster>,
     users: Vec<User>,
+    /// Key of the per-name SCRAM salts of clear-text secrets and unknown users (random per run).
+    pg_salt_key: [u8; 32],
     open_writes: bool,
     open_reads: bool,
     /// digest of (user index, password) → verified, for SCRAM users.
@@ -291,6 +353,8 @@ impl Authenticator {
                 name: c.name.as_str().into(),
                 token,
                 scope: Arc::new(Scope::cluster(&c.name)),
+                pg_verifier: std::sync::OnceLock::new(),
+                clear_token: c.token.clone(),
             });
         }
         let mut users = Vec::with_capacity(cfg.users.len());
@@ -314,11 +378,17 @@ impl Authenticator {
                 password,
                 token,
                 scope: Arc::new(scope),
+                pg_verifier: std::sync::OnceLock::new(),
+                clear_password: u.password.clone(),
             });
         }
+        let mut pg_salt_key = [0u8; 32];
+        getrandom::fill(&mut pg_salt_key)
+            .map_err(|e| anyhow::anyhow!("no randomness for SCRAM salts: {e}"))?;
         Ok(Self {
             clusters,
             users,
+            pg_salt_key,
             open_writes: cfg.open_mode(),
             open_reads: cfg.open_reads(),
             verified: Mutex::new(HashMap::new()),
@@ -466,6 +536,85 @@ impl Authenticator {
             f.since_log = 0;
             f.last_log = Some(now);
         }
+    }
+
+    /// How a PostgreSQL login as `user` authenticates.
+    pub(crate) fn pg_login(&self, user: &str) -> PgLogin {
+        if self.open_reads {
+            return PgLogin::Trust(Principal {
+                name: "anonymous".into(),
+                kind: PrincipalKind::Anonymous,
+                scope: Arc::new(Scope::fleet()),
+            });
+        }
+        let salt =
+            |secret_of: &str| hmac(&self.pg_salt_key, &[secret_of.as_bytes()])[..16].to_vec();
+        if let Some((i, u)) = self
+            .users
+            .iter()
+            .enumerate()
+            .find(|(_, u)| &*u.name == user)
+        {
+            let principal = self.user_principal(i, u);
+            return match (&u.password, &u.clear_password) {
+                (Some(Password::Scram(v)), _) => PgLogin::Scram(v.clone(), principal),
+                (Some(Password::Clear(_)), Some(clear)) => {
+                    let v = u.pg_verifier.get_or_init(|| {
+                        ScramVerifier::generate(
+                            clear,
+                            &salt(&format!("u\0{user}")),
+                            SCRAM_ITERATIONS,
+                        )
+                    });
+                    PgLogin::Scram(v.clone(), principal)
+                }
+                _ if u.token.is_some() => PgLogin::Cleartext(principal),
+                _ => PgLogin::Unknown(ScramVerifier::mock(salt(&format!("x\0{user}")))),
+            };
+        }
+        if let Some((i, c)) = self
+            .clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| &*c.name == user)
+        {
+            let principal = Principal {
+                name: Arc::clone(&c.name),
+                kind: PrincipalKind::Cluster(i),
+                scope: Arc::clone(&c.scope),
+            };
+            return match (&c.clear_token, &c.token) {
+                (Some(t), _) => {
+                    let v = c.pg_verifier.get_or_init(|| {
+                        ScramVerifier::generate(t, &salt(&format!("c\0{user}")), SCRAM_ITERATIONS)
+                    });
+                    PgLogin::Scram(v.clone(), principal)
+                }
+                (None, Some(_)) => PgLogin::Cleartext(principal),
+                (None, None) => PgLogin::Unknown(ScramVerifier::mock(salt(&format!("x\0{user}")))),
+            };
+        }
+        PgLogin::Unknown(ScramVerifier::mock(salt(&format!("x\0{user}"))))
+    }
+
+    /// Whether `password` is the token of `principal` (a [`PgLogin::Cleartext`] login).
+    pub(crate) fn pg_cleartext(&self, principal: &Principal, password: &str) -> bool {
+        let d = digest(password.as_bytes());
+        let token = match principal.kind {
+            PrincipalKind::Cluster(i) => self.clusters.get(i).and_then(|c| c.token.as_ref()),
+            PrincipalKind::User(i) => self.users.get(i).and_then(|u| u.token.as_ref()),
+            PrincipalKind::Anonymous => None,
+        };
+        let ok = token.is_some_and(|t| bool::from(t.ct_eq(&d)));
+        if !ok {
+            self.failed(AuthError::BadPassword);
+        }
+        ok
+    }
+
+    /// Counts a failed PostgreSQL login (wrong password, unknown user).
+    pub(crate) fn pg_failed(&self) {
+        self.failed(AuthError::BadPassword);
     }
 
     /// `(reason, count)` of every failure reason seen so far.

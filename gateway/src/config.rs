@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub(crate) dev: DevConfig,
     /// The OTLP receiver (HTTP `POST /v1/metrics` on the main port, and gRPC).
     pub(crate) otlp: OtlpConfig,
+    /// SQL: `POST /api/v1/sql` on the main port and the PostgreSQL wire protocol.
+    pub(crate) sql: SqlConfig,
     /// The cluster registry: one entry per sending cluster. A token maps to exactly one cluster,
     /// and every series that arrives with it is stored with `cluster="<name>"`. A cluster's token
     /// also reads that one cluster's series.
@@ -63,6 +65,7 @@ impl Default for Config {
             limits: Limits::default(),
             dev: DevConfig::default(),
             otlp: OtlpConfig::default(),
+            sql: SqlConfig::default(),
             clusters: Vec::new(),
             users: Vec::new(),
             sources: Vec::new(),
@@ -194,6 +197,48 @@ impl Default for QueryConfig {
             threads: cores.div_ceil(2),
             max_concurrency: 8,
             max_queued: 16,
+        }
+    }
+}
+
+/// The default PostgreSQL wire port.
+pub(crate) const DEFAULT_PG_PORT: u16 = 5433;
+
+/// SQL over HTTP (`POST /api/v1/sql`) and the PostgreSQL wire protocol. Every SQL query reads
+/// through the principal's cluster scope, is read-only, and runs on the query pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SqlConfig {
+    /// PostgreSQL wire listen address, or `off`. Default `:5433` on the host of the main
+    /// listener's default (`127.0.0.1` in open dev mode, else `0.0.0.0`). Flag `--pg-addr`.
+    /// It speaks TLS when `http.tls_cert_file` is set, and then refuses plaintext connections.
+    pub(crate) pg_addr: Option<String>,
+    /// Bytes all running SQL queries may hold together (aggregations, sorts, joins, scan
+    /// buffers); a query that needs more fails with a clear error (HTTP 503, SQLSTATE 53200)
+    /// while ingest goes on. Default 1 GiB.
+    pub(crate) memory_limit: usize,
+    /// Longest a SQL query may run (a session's `statement_timeout` can only shorten it).
+    /// Default `2m`.
+    pub(crate) timeout: PromDuration,
+    /// SQL queries running at once (HTTP and PostgreSQL together); beyond it a query gets 503 +
+    /// `Retry-After` (SQLSTATE 53300). Default 4.
+    pub(crate) max_concurrency: usize,
+    /// Open PostgreSQL connections; beyond it a connection is refused (SQLSTATE 53300).
+    /// Default 64.
+    pub(crate) max_connections: usize,
+    /// Longest SQL text accepted. Default 256 KiB.
+    pub(crate) max_query_bytes: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            pg_addr: None,
+            memory_limit: 1 << 30,
+            timeout: PromDuration(Duration::from_secs(120)),
+            max_concurrency: 4,
+            max_connections: 64,
+            max_query_bytes: 256 << 10,
         }
     }
 }
@@ -540,6 +585,8 @@ pub(crate) struct FlagOverrides {
     pub(crate) otlp_grpc_addr: Option<String>,
     /// `--kubecost-clusters`
     pub(crate) kubecost_clusters: Option<PathBuf>,
+    /// `--pg-addr`
+    pub(crate) pg_addr: Option<String>,
 }
 
 impl Config {
@@ -597,6 +644,9 @@ impl Config {
         }
         if let Some(p) = &flags.kubecost_clusters {
             cfg.kubecost_clusters_file = Some(p.clone());
+        }
+        if let Some(a) = &flags.pg_addr {
+            cfg.sql.pg_addr = Some(a.clone());
         }
         if let Some(p) = cfg.kubecost_clusters_file.clone() {
             let text = std::fs::read_to_string(&p).map_err(|e| {
@@ -658,6 +708,31 @@ impl Config {
         }
     }
 
+    /// The PostgreSQL wire listen address; `None` when `sql.pg_addr` is `off`.
+    pub(crate) fn pg_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let host = if self.open_mode() {
+            [127, 0, 0, 1]
+        } else {
+            [0, 0, 0, 0]
+        };
+        match self.sql.pg_addr.as_deref().map(str::trim) {
+            None => Ok(Some(SocketAddr::from((host, DEFAULT_PG_PORT)))),
+            Some("off") => Ok(None),
+            Some(a) => {
+                let full = if a.starts_with(':') {
+                    format!("{}{a}", std::net::Ipv4Addr::from(host))
+                } else {
+                    a.to_string()
+                };
+                full.parse().map(Some).map_err(|e| {
+                    anyhow::anyhow!(
+                        "config key `sql.pg_addr`: {a:?} is not a socket address (or `off`): {e}"
+                    )
+                })
+            }
+        }
+    }
+
     /// The extra OTLP/HTTP listen address, if configured.
     pub(crate) fn otlp_http_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
         match self.otlp.http_addr.as_deref().map(str::trim) {
@@ -696,6 +771,23 @@ impl Config {
         self.listen_addr()?;
         self.otlp_grpc_addr()?;
         self.otlp_http_addr()?;
+        self.pg_addr()?;
+        let q = &self.sql;
+        if q.memory_limit < 16 << 20 {
+            bail!("config key `sql.memory_limit`: must be at least 16 MiB");
+        }
+        if q.timeout.0 < Duration::from_millis(1) {
+            bail!("config key `sql.timeout`: must be positive");
+        }
+        if q.max_concurrency == 0 {
+            bail!("config key `sql.max_concurrency`: must be > 0");
+        }
+        if q.max_connections == 0 {
+            bail!("config key `sql.max_connections`: must be > 0");
+        }
+        if !(64..=16 << 20).contains(&q.max_query_bytes) {
+            bail!("config key `sql.max_query_bytes`: must be between 64 bytes and 16 MiB");
+        }
         for (i, a) in self.otlp.promote_resource_attributes.iter().enumerate() {
             if fleetgate_ingest::otlp::names::label_name(a).is_none() {
                 anyhow::bail!(
@@ -1226,10 +1318,12 @@ mod tests {
             http_addr: Some("127.0.0.1:1".into()),
             otlp_grpc_addr: Some("127.0.0.1:2".into()),
             kubecost_clusters: None,
+            pg_addr: Some("127.0.0.1:3".into()),
         };
         let cfg = load(yaml, &[("FLEETGATE__DATA_DIR", "/from/env")], flags).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(cfg.listen_addr().unwrap().port(), 1);
+        assert_eq!(cfg.pg_addr().unwrap().map(|a| a.port()), Some(3));
         assert_eq!(cfg.otlp_grpc_addr().unwrap().map(|a| a.port()), Some(2));
     }
 

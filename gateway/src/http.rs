@@ -2,6 +2,7 @@
 //! receiver is [`otlp`].
 
 pub(crate) mod otlp;
+pub(crate) mod sql;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -64,6 +65,8 @@ pub(crate) struct AppState {
     pub(crate) otlp: fleetgate_ingest::otlp::OtlpReceiver,
     /// Rejection-burst logging: (cluster → (window start, rejected samples in window)).
     pub(crate) reject_log: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
+    /// The SQL engine (HTTP and PostgreSQL wire).
+    pub(crate) sql: crate::sql::SqlService,
 }
 
 /// Most open-mode cluster contexts kept (each named by a sender).
@@ -113,6 +116,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/api/v1/export",
             get(crate::export::export).post(crate::export::export_form),
         )
+        .route("/api/v1/sql", post(sql::sql))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             track_request,
@@ -451,7 +455,19 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         ));
     }
     let ps = st.pool.stats();
-    let pool_metrics: [(&str, &str, &str, f64); 3] = [
+    let pool_metrics: [(&str, &str, &str, f64); 5] = [
+        (
+            "fleetgate_sql_queries_running",
+            "gauge",
+            "SQL queries running (HTTP and PostgreSQL; at most sql.max_concurrency).",
+            st.sql.running() as f64,
+        ),
+        (
+            "fleetgate_sql_memory_reserved_bytes",
+            "gauge",
+            "Bytes the running SQL queries hold in the SQL memory pool (sql.memory_limit).",
+            st.sql.memory_reserved() as f64,
+        ),
         (
             "fleetgate_queries_in_flight",
             "gauge",
@@ -754,6 +770,7 @@ mod tests {
         };
         Arc::new(AppState {
             auth: Authenticator::from_config(&cfg).unwrap(),
+            sql: crate::sql::SqlService::new(&cfg).unwrap(),
             pool: QueryPool::new(1, 1, 1).unwrap(),
             connections: Default::default(),
             inflight: crate::inflight::InflightBudget::new(cfg.http.max_inflight_bytes),

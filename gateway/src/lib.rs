@@ -13,12 +13,14 @@ mod inflight;
 mod kubecost;
 mod listen;
 mod otlp;
+mod pgwire;
 mod prom_api;
 mod pull;
 mod query_pool;
 mod reader;
 mod serve;
 mod simulate;
+mod sql;
 mod telemetry;
 mod tls;
 
@@ -67,6 +69,9 @@ struct ServeArgs {
     /// cluster with a pull source.
     #[arg(long, env = "FLEETGATE_KUBECOST_CLUSTERS")]
     kubecost_clusters: Option<PathBuf>,
+    /// PostgreSQL wire listen address, or `off`. Default :5433 (127.0.0.1 in open dev mode).
+    #[arg(long, env = "FLEETGATE_PG_ADDR")]
+    pg_addr: Option<String>,
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
@@ -94,6 +99,7 @@ pub fn run_cli() -> anyhow::Result<()> {
                 http_addr: args.http_addr,
                 otlp_grpc_addr: args.otlp_grpc_addr,
                 kubecost_clusters: args.kubecost_clusters,
+                pg_addr: args.pg_addr,
             };
             let cfg = config::Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
             let from = config::LoadSource {

@@ -98,6 +98,11 @@ impl QueryPool {
         })
     }
 
+    /// The pool's runtime (where PostgreSQL connections run).
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// The pool's counters.
     pub(crate) fn stats(&self) -> &PoolStats {
         &self.stats

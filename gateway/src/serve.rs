@@ -85,6 +85,7 @@ pub(crate) async fn run(
         shutting_down: Default::default(),
         reload_from: from,
         reject_log: Default::default(),
+        sql: crate::sql::SqlService::new(&cfg)?,
     });
     // Pull sources start now and scrape once the store is open.
     let changes = state.pulls.reconcile(&state, &cfg)?;
@@ -129,6 +130,14 @@ pub(crate) async fn run(
         ),
         None => None,
     };
+    let pg_listener = match cfg.pg_addr()? {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding sql.pg_addr {a}"))?,
+        ),
+        None => None,
+    };
     let addr_of = |l: &Option<tokio::net::TcpListener>| {
         l.as_ref()
             .and_then(|l| l.local_addr().ok())
@@ -138,6 +147,7 @@ pub(crate) async fn run(
         addr = %local,
         otlp_grpc_addr = %addr_of(&grpc_listener),
         otlp_http_addr = %addr_of(&otlp_http_listener),
+        pg_addr = %addr_of(&pg_listener),
         data_dir = %cfg.data_dir.display(),
         clusters = cfg.clusters.len(),
         users = cfg.users.len(),
@@ -193,6 +203,14 @@ pub(crate) async fn run(
     }
     if let Some(l) = otlp_http_listener {
         side_servers.push(spawn(l, http::otlp_router(Arc::clone(&state)), serve_opts)?);
+    }
+    if let Some(l) = pg_listener {
+        side_servers.push(tokio::spawn(crate::pgwire::serve(
+            l,
+            Arc::clone(&state),
+            tls.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     let signals = tokio::spawn(async move {
         wait_for_signal().await;

@@ -22,6 +22,8 @@ pub(crate) struct Gateway {
     pub addr: String,
     /// The OTLP/gRPC listener (`host:port`).
     pub grpc_addr: String,
+    /// The PostgreSQL wire listener (`host:port`).
+    pub pg_addr: String,
     pub data_dir: PathBuf,
     pub stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -60,15 +62,16 @@ impl Gateway {
             child: spawn(data_dir, config, env, "127.0.0.1:0"),
             addr: String::new(),
             grpc_addr: String::new(),
+            pg_addr: String::new(),
             data_dir: data_dir.to_path_buf(),
             stderr_lines: Default::default(),
         };
-        (g.addr, g.grpc_addr) = g.wait_listening();
+        (g.addr, g.grpc_addr, g.pg_addr) = g.wait_listening();
         g.wait_ready();
         g
     }
 
-    fn wait_listening(&mut self) -> (String, String) {
+    fn wait_listening(&mut self) -> (String, String, String) {
         let stderr = self.child.stderr.take().expect("stderr piped");
         let (tx, rx) = mpsc::channel();
         let lines = std::sync::Arc::clone(&self.stderr_lines);
@@ -85,7 +88,11 @@ impl Gateway {
                         })
                     };
                     if let Some(addr) = field("addr") {
-                        let _ = tx.send((addr, field("otlp_grpc_addr").unwrap_or_default()));
+                        let _ = tx.send((
+                            addr,
+                            field("otlp_grpc_addr").unwrap_or_default(),
+                            field("pg_addr").unwrap_or_default(),
+                        ));
                         sent = true;
                     }
                 }
@@ -251,6 +258,8 @@ fn spawn(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)], addr: &st
         .arg("--http-addr")
         .arg(addr)
         .arg("--otlp-grpc-addr")
+        .arg("127.0.0.1:0")
+        .arg("--pg-addr")
         .arg("127.0.0.1:0");
     if let Some(c) = config {
         cmd.arg("--config").arg(c);

@@ -19,4 +19,5 @@ mod power_loss;
 mod prom_api;
 mod pull;
 mod read_scope;
+mod sql;
 mod tls_passwd;

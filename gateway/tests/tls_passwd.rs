@@ -97,6 +97,8 @@ fn https_with_a_scram_user() {
             "127.0.0.1:0",
             "--otlp-grpc-addr",
             "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -178,6 +180,8 @@ fn unusable_tls_files_stop_the_start() {
                 "--http-addr",
                 "127.0.0.1:0",
                 "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--pg-addr",
                 "127.0.0.1:0",
                 "--data-dir",
             ])

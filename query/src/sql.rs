@@ -14,15 +14,21 @@
 
 pub mod functions;
 pub mod guard;
+pub mod output;
 
 mod catalog;
+mod information_schema;
 mod promql_table;
 mod pushdown;
 mod scan;
 mod session;
+mod statement;
 mod tables;
 
+pub use datafusion::common::{DataFusionError, ParamValues};
+pub use datafusion::physical_plan::SendableRecordBatchStream as RecordBatchStream;
 pub use session::{SqlEngine, SqlOptions, SqlSession, from_datafusion};
+pub use statement::{Prepared, ReadPlan, Settings, TransactionVerb};
 
 /// The catalog (PostgreSQL: database) name.
 pub const CATALOG: &str = "fleetgate";

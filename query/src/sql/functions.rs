@@ -9,13 +9,15 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 
+use super::statement::Settings;
+
 /// The PostgreSQL version we answer as (what pgwire announces in `server_version`).
 pub const SERVER_VERSION: &str = "16.6";
 /// `server_version_num` of [`SERVER_VERSION`].
 pub const SERVER_VERSION_NUM: &str = "160006";
 
-/// The value of a setting as PostgreSQL's `current_setting` would give it here.
-fn setting(name: &str) -> Option<&'static str> {
+/// The server's default of a setting, as PostgreSQL's `current_setting` would give it here.
+pub(crate) fn setting(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {
         "server_version" => SERVER_VERSION,
         "server_version_num" => SERVER_VERSION_NUM,
@@ -37,15 +39,15 @@ fn setting(name: &str) -> Option<&'static str> {
 }
 
 /// Registers the functions on `ctx`.
-pub(crate) fn register(ctx: &SessionContext) {
+pub(crate) fn register(ctx: &SessionContext, settings: Arc<Settings>) {
     let current_setting = create_udf(
         "current_setting",
         vec![DataType::Utf8],
         DataType::Utf8,
         Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
+        Arc::new(move |args: &[ColumnarValue]| {
             let lookup = |name: &str| -> Result<String, DataFusionError> {
-                setting(name).map(str::to_string).ok_or_else(|| {
+                settings.get(name).ok_or_else(|| {
                     DataFusionError::Execution(format!(
                         "unrecognized configuration parameter \"{name}\""
                     ))

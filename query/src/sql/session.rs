@@ -5,8 +5,8 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
-use datafusion::common::DataFusionError;
 use datafusion::common::config::Dialect;
+use datafusion::common::{DataFusionError, ParamValues};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -23,6 +23,7 @@ use super::CATALOG;
 use super::catalog::MetricsSchema;
 use super::guard::{StatementClass, classify};
 use super::promql_table::PromqlFunction;
+use super::statement::{Prepared, ReadPlan, Settings, session_verb, show_variable};
 use super::tables::StoreTable;
 use crate::error::Error;
 use crate::promql::EngineOptions;
@@ -113,7 +114,8 @@ impl SqlEngine {
     pub fn session(&self, view: Arc<ReadView>, promql: EngineOptions) -> Result<SqlSession, Error> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "public")
-            .with_information_schema(true)
+            // ours (PostgreSQL type names, `udt_name`) instead: `information_schema.rs`
+            .with_information_schema(false)
             .with_target_partitions(self.opts.target_partitions.max(1))
             .with_batch_size(self.opts.batch_rows.max(1))
             .with_extension(Arc::new(SessionRead {
@@ -144,14 +146,22 @@ impl SqlEngine {
         catalog
             .register_schema("metrics", Arc::new(MetricsSchema::new(view)))
             .map_err(df)?;
+        catalog
+            .register_schema(
+                super::information_schema::NAME,
+                Arc::new(super::information_schema::InformationSchema::new(&catalog)),
+            )
+            .map_err(df)?;
         ctx.register_udtf("promql", Arc::new(PromqlFunction));
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
             .map_err(|e| df(*e))?;
-        super::functions::register(&ctx);
+        let settings = Arc::new(Settings::default());
+        super::functions::register(&ctx, Arc::clone(&settings));
         Ok(SqlSession {
             ctx,
             parser: Arc::clone(&self.parser),
             max_query_bytes: self.opts.max_query_bytes,
+            settings,
         })
     }
 }
@@ -161,6 +171,7 @@ pub struct SqlSession {
     ctx: SessionContext,
     parser: Arc<PostgresCompatibilityParser>,
     max_query_bytes: usize,
+    settings: Arc<Settings>,
 }
 
 impl std::fmt::Debug for SqlSession {
@@ -228,6 +239,71 @@ impl SqlSession {
         Ok(plan)
     }
 
+    /// The session's settings (SET / SHOW / `current_setting()`).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Makes one statement ready to run: a read is planned (its `$n` placeholders kept), `SHOW
+    /// <setting>` becomes a one-row read of the session's value, SET of a session cosmetic and
+    /// the transaction verbs are returned for the caller to acknowledge; anything else is
+    /// refused.
+    pub async fn prepare(&self, stmt: Statement) -> Result<Prepared, Error> {
+        if let Some(name) = show_variable(&stmt) {
+            let value = self.settings.get(&name).ok_or_else(|| {
+                Error::SqlPlan(format!("unrecognized configuration parameter \"{name}\""))
+            })?;
+            let column = name.replace(' ', "_");
+            let sql = format!(
+                "SELECT {} AS \"{}\"",
+                quote_literal(&value),
+                column.replace('"', "")
+            );
+            let plan = self
+                .ctx
+                .state()
+                .create_logical_plan(&sql)
+                .await
+                .map_err(from_datafusion)?;
+            return Ok(Prepared::Read(ReadPlan::new(plan)?));
+        }
+        if let Some(verb) = session_verb(&stmt)? {
+            return Ok(verb);
+        }
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(from_datafusion)?;
+        read_only()
+            .verify_plan(&plan)
+            .map_err(|e| Error::ReadOnly(e.strip_backtrace()))?;
+        Ok(Prepared::Read(ReadPlan::new(plan)?))
+    }
+
+    /// Runs a prepared read with the values of its parameters (`$1…`), if it has any.
+    pub async fn execute_read(
+        &self,
+        read: &ReadPlan,
+        params: Option<ParamValues>,
+    ) -> Result<SendableRecordBatchStream, Error> {
+        let plan = match params {
+            Some(p) => read
+                .plan
+                .clone()
+                .replace_params_with_values(&p)
+                .map_err(from_datafusion)?,
+            None if !read.param_types().is_empty() => {
+                return Err(Error::SqlPlan(format!(
+                    "the query has {} parameters and no values were given",
+                    read.param_types().len()
+                )));
+            }
+            None => read.plan.clone(),
+        };
+        self.execute_plan(plan).await
+    }
+
     /// Plans `sql`, which must be exactly one read statement.
     pub async fn plan(&self, sql: &str) -> Result<LogicalPlan, Error> {
         let mut stmts = self.parse(sql)?;
@@ -261,6 +337,11 @@ impl SqlSession {
         let plan = self.plan(sql).await?;
         self.execute_plan(plan).await
     }
+}
+
+/// `s` as a SQL string literal.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Classifies a DataFusion error once: planning errors are the client's (400), running out of the

@@ -149,7 +149,8 @@ impl TableProvider for StoreTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::View
+        // what psql's `\dt` and BI tools list as tables
+        TableType::Base
     }
 
     fn supports_filters_pushdown(
