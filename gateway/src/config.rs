@@ -685,38 +685,33 @@ impl Config {
 
     /// The OTLP/gRPC listen address; `None` when `otlp.grpc_addr` is `off`.
     pub(crate) fn otlp_grpc_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        let host = if self.open_mode() {
-            [127, 0, 0, 1]
-        } else {
-            [0, 0, 0, 0]
-        };
-        match self.otlp.grpc_addr.as_deref().map(str::trim) {
-            None => Ok(Some(SocketAddr::from((host, DEFAULT_OTLP_GRPC_PORT)))),
-            Some("off") => Ok(None),
-            Some(a) => {
-                let full = if a.starts_with(':') {
-                    format!("{}{a}", std::net::Ipv4Addr::from(host))
-                } else {
-                    a.to_string()
-                };
-                full.parse().map(Some).map_err(|e| {
-                    anyhow::anyhow!(
-                        "config key `otlp.grpc_addr`: {a:?} is not a socket address (or `off`): {e}"
-                    )
-                })
-            }
-        }
+        self.side_addr(
+            "otlp.grpc_addr",
+            self.otlp.grpc_addr.as_deref(),
+            DEFAULT_OTLP_GRPC_PORT,
+        )
     }
 
     /// The PostgreSQL wire listen address; `None` when `sql.pg_addr` is `off`.
     pub(crate) fn pg_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.side_addr("sql.pg_addr", self.sql.pg_addr.as_deref(), DEFAULT_PG_PORT)
+    }
+
+    /// A side listener's address: `port` on the main listener's default host when unset (or
+    /// given as `:port`), `None` for `off`.
+    fn side_addr(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        port: u16,
+    ) -> anyhow::Result<Option<SocketAddr>> {
         let host = if self.open_mode() {
             [127, 0, 0, 1]
         } else {
             [0, 0, 0, 0]
         };
-        match self.sql.pg_addr.as_deref().map(str::trim) {
-            None => Ok(Some(SocketAddr::from((host, DEFAULT_PG_PORT)))),
+        match value.map(str::trim) {
+            None => Ok(Some(SocketAddr::from((host, port)))),
             Some("off") => Ok(None),
             Some(a) => {
                 let full = if a.starts_with(':') {
@@ -726,7 +721,7 @@ impl Config {
                 };
                 full.parse().map(Some).map_err(|e| {
                     anyhow::anyhow!(
-                        "config key `sql.pg_addr`: {a:?} is not a socket address (or `off`): {e}"
+                        "config key `{key}`: {a:?} is not a socket address (or `off`): {e}"
                     )
                 })
             }

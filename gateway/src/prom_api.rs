@@ -334,7 +334,7 @@ pub(crate) fn unescape_name(name: &str) -> String {
 }
 
 /// Maps a query-engine error to the Prometheus error type it is reported as.
-fn query_error(e: &fleetgate_query::Error) -> Response {
+pub(crate) fn query_error(e: &fleetgate_query::Error) -> Response {
     use fleetgate_query::error::ApiErrorType;
     let kind = match e.api_error_type() {
         ApiErrorType::BadData => ErrorType::BadData,

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
 use crate::error::RETRY_AFTER_SECS;
-use crate::prom_api::{ErrorType, api_error};
+use crate::prom_api::{ErrorType, api_error, query_error};
 use crate::reader::Reader;
 
 /// Bytes encoded before they are sent to the client.
@@ -48,19 +48,13 @@ impl Format {
     }
 }
 
-/// The one place a SQL error becomes an HTTP answer.
+/// A SQL error as an HTTP answer: the query API's classification, and `Retry-After` when a
+/// shared limit (memory, concurrency) said no.
 fn sql_error(e: &Error) -> Response {
-    use fleetgate_query::error::ApiErrorType;
-    let kind = match e.api_error_type() {
-        ApiErrorType::BadData => ErrorType::BadData,
-        ApiErrorType::Execution => ErrorType::Execution,
-        ApiErrorType::Timeout => ErrorType::Timeout,
-        ApiErrorType::Canceled => ErrorType::Canceled,
-        ApiErrorType::Internal => ErrorType::Internal,
-        ApiErrorType::Unavailable => ErrorType::Unavailable,
-    };
-    let mut r = api_error(kind, &e.to_string());
-    if kind == ErrorType::Unavailable {
+    let mut r = query_error(e);
+    if r.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
+        && matches!(e, Error::ResourcesExhausted(_))
+    {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }

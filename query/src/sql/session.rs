@@ -228,6 +228,11 @@ impl SqlSession {
                 ));
             }
         }
+        self.plan_checked(stmt).await
+    }
+
+    /// Plans a statement the guard let through, then DataFusion's plan check.
+    async fn plan_checked(&self, stmt: Statement) -> Result<LogicalPlan, Error> {
         let state = self.ctx.state();
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
@@ -270,14 +275,7 @@ impl SqlSession {
         if let Some(verb) = session_verb(&stmt)? {
             return Ok(verb);
         }
-        let state = self.ctx.state();
-        let plan = state
-            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
-            .await
-            .map_err(from_datafusion)?;
-        read_only()
-            .verify_plan(&plan)
-            .map_err(|e| Error::ReadOnly(e.strip_backtrace()))?;
+        let plan = self.plan_checked(stmt).await?;
         Ok(Prepared::Read(ReadPlan::new(plan)?))
     }
 
