@@ -63,7 +63,7 @@ fn world() -> &'static World {
                 ..SqlOptions::default()
             })
             .unwrap_or_else(|e| panic!("engine: {e}"));
-            let view = Arc::new(ReadView::new(Arc::new(store), Scope::fleet()));
+            let view = Arc::new(ReadView::new(store, Scope::fleet()));
             let promql = EngineOptions {
                 max_samples: 50_000,
                 timeout: Some(Duration::from_secs(2)),

@@ -21,7 +21,6 @@ use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use super::CATALOG;
 use super::catalog::MetricsSchema;
-use super::guard::{StatementClass, classify};
 use super::promql_table::PromqlFunction;
 use super::statement::{Prepared, ReadPlan, Settings, session_verb, show_variable};
 use super::tables::StoreTable;
@@ -210,25 +209,18 @@ impl SqlSession {
             .map_err(|e| Error::SqlParse(e.to_string()))
     }
 
-    /// Plans one statement that [`classify`] calls a read; refuses anything else, and checks
-    /// the plan again.
+    /// Plans one read statement (`SHOW` included); refuses anything else (session verbs
+    /// included: they apply to PostgreSQL wire sessions), and checks the plan again.
     pub async fn plan_statement(&self, stmt: Statement) -> Result<LogicalPlan, Error> {
-        match classify(&stmt) {
-            StatementClass::Read => {}
-            StatementClass::Refused(why) => return Err(Error::ReadOnly(why)),
-            StatementClass::SessionSetting(name) => {
-                return Err(Error::ReadOnly(format!(
-                    "SET {name}: session settings apply to PostgreSQL wire sessions only"
-                )));
-            }
-            StatementClass::Transaction => {
-                return Err(Error::ReadOnly(
-                    "transaction and cursor statements apply to PostgreSQL wire sessions only"
-                        .into(),
-                ));
-            }
+        match self.prepare(stmt).await? {
+            Prepared::Read(r) => Ok(r.plan),
+            Prepared::Set { name, .. } => Err(Error::ReadOnly(format!(
+                "SET {name}: session settings apply to PostgreSQL wire sessions only"
+            ))),
+            Prepared::Transaction(_) => Err(Error::ReadOnly(
+                "transaction statements apply to PostgreSQL wire sessions only".into(),
+            )),
         }
-        self.plan_checked(stmt).await
     }
 
     /// Plans a statement the guard let through, then DataFusion's plan check.
@@ -254,6 +246,27 @@ impl SqlSession {
     /// the transaction verbs are returned for the caller to acknowledge; anything else is
     /// refused.
     pub async fn prepare(&self, stmt: Statement) -> Result<Prepared, Error> {
+        match &stmt {
+            // DataFusion's SHOW TABLES / COLUMNS need its own information_schema, which is off
+            Statement::ShowTables { .. } => {
+                let plan = self
+                    .ctx
+                    .state()
+                    .create_logical_plan(
+                        "SELECT table_catalog, table_schema, table_name, table_type \
+                         FROM information_schema.tables ORDER BY table_schema, table_name",
+                    )
+                    .await
+                    .map_err(from_datafusion)?;
+                return Ok(Prepared::Read(ReadPlan::new(plan)?));
+            }
+            Statement::ShowColumns { .. } => {
+                return Err(Error::SqlPlan(
+                    "SHOW COLUMNS is not supported; query information_schema.columns".into(),
+                ));
+            }
+            _ => {}
+        }
         if let Some(name) = show_variable(&stmt) {
             let value = self.settings.get(&name).ok_or_else(|| {
                 Error::SqlPlan(format!("unrecognized configuration parameter \"{name}\""))
