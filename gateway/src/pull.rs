@@ -337,6 +337,8 @@ async fn run(
                 (true, report.samples_scraped, None)
             }
             Err(e) => {
+                // counted before `up` turns 0, so a reader who sees the one sees the other
+                st.telemetry.pull(&ctx.name, &name, false, 0, duration);
                 // up 0 and staleness for the previous scrape's series
                 if let Err(e2) = core
                     .ingester
@@ -348,7 +350,9 @@ async fn run(
                 (false, 0, Some(e))
             }
         };
-        st.telemetry.pull(&ctx.name, &name, ok, samples, duration);
+        if ok {
+            st.telemetry.pull(&ctx.name, &name, ok, samples, duration);
+        }
         if last_ok != Some(ok) {
             match &error {
                 Some(e) => {
