@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetgate_ingest::Limits;
+use fleetgate_query::cost::pricing::{NodeOverride, PriceSheet};
 use serde::{Deserialize, Serialize};
 
 /// The default HTTP port (remote-write, health, metrics; later the Prometheus API).
@@ -39,6 +40,8 @@ pub(crate) struct Config {
     pub(crate) otlp: OtlpConfig,
     /// SQL: `POST /api/v1/sql` on the main port and the PostgreSQL wire protocol.
     pub(crate) sql: SqlConfig,
+    /// Cost allocation: prices and the allocation API's limits.
+    pub(crate) cost: CostConfig,
     /// The cluster registry: one entry per sending cluster. A token maps to exactly one cluster,
     /// and every series that arrives with it is stored with `cluster="<name>"`. A cluster's token
     /// also reads that one cluster's series.
@@ -66,6 +69,7 @@ impl Default for Config {
             dev: DevConfig::default(),
             otlp: OtlpConfig::default(),
             sql: SqlConfig::default(),
+            cost: CostConfig::default(),
             clusters: Vec::new(),
             users: Vec::new(),
             sources: Vec::new(),
@@ -243,6 +247,138 @@ impl Default for SqlConfig {
     }
 }
 
+/// Cost allocation on the OpenCost model (`/allocation/compute`, `/assets`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CostConfig {
+    /// The fleet's prices, laid over OpenCost's `default.json` (CPU $0.031611 per vCPU-hour,
+    /// spot $0.006655; RAM $0.004237 per GiB-hour, spot $0.000892; GPU $0.95 per hour, spot
+    /// $0.308; storage $0.00005479452 per GiB-hour; egress $0.01 zone, $0.01 region, $0.12
+    /// internet per GiB; load balancer $0.025 per hour; cluster management $0; discount 0).
+    pub(crate) pricing: PriceSheet,
+    /// Prices for the nodes whose labels match (`match: {node.kubernetes.io/instance-type:
+    /// m5.large}`, or `capacity_type: spot`, `region`, `zone`, `instance_type`), applied in order
+    /// over the cluster's sheet. A cluster's own `node_pricing` comes after these.
+    pub(crate) node_pricing: Vec<NodeOverride>,
+    /// Step of the grid running time is counted on (OpenCost's resolution). Default `1m`.
+    pub(crate) resolution: PromDuration,
+    /// The most hours one allocation or assets request may cover. Default 9600 (400 days).
+    pub(crate) max_window_hours: usize,
+    /// How often the cost tables are brought up to date (closed hours computed, late samples
+    /// re-computed, days rolled up, retention applied). Default `5m`.
+    pub(crate) materialize_interval: PromDuration,
+    /// How long after its end an hour is materialized. Default `10m`.
+    pub(crate) settle: PromDuration,
+    /// How long hourly rows of `cost_allocation` / `cost_assets` are kept. Default `15d`.
+    pub(crate) retention_hourly: PromDuration,
+    /// How long daily rows are kept. Default `396d` (13 months).
+    pub(crate) retention_daily: PromDuration,
+    /// Currency of the prices (FOCUS `BillingCurrency`). Default `USD`.
+    pub(crate) currency: String,
+    /// Budgets per namespace or label value (each cluster's `monthly_spend_threshold` is a
+    /// budget too, named `cluster:<name>`).
+    pub(crate) budgets: Vec<BudgetConfig>,
+}
+
+/// One budget: a namespace or a label value (in one cluster, or across the fleet), an amount
+/// and a period.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct BudgetConfig {
+    /// Its name (unique).
+    pub(crate) name: String,
+    /// The namespace it covers (or give `label`).
+    pub(crate) namespace: Option<String>,
+    /// The pod (or namespace) label value it covers: one `name: value` pair.
+    pub(crate) label: BTreeMap<String, String>,
+    /// Only this cluster; default every cluster.
+    pub(crate) cluster: Option<String>,
+    /// The threshold, in the currency of the prices.
+    pub(crate) amount: f64,
+    /// `monthly` (default) or `weekly`.
+    pub(crate) interval: fleetgate_query::cost::budget::Interval,
+    /// Monthly: day of the month it resets (1–28, default 1). Weekly: day of the week (0 =
+    /// Sunday … 6 = Saturday, default 1 = Monday).
+    pub(crate) reset_day: Option<u32>,
+}
+
+impl CostConfig {
+    /// Every budget: the clusters' thresholds, then `cost.budgets`.
+    pub(crate) fn budgets(
+        &self,
+        clusters: &[ClusterConfig],
+    ) -> Vec<fleetgate_query::cost::budget::Budget> {
+        use fleetgate_query::cost::budget::{Budget, Interval, Target};
+        let mut out: Vec<Budget> = clusters
+            .iter()
+            .filter_map(|c| {
+                c.monthly_spend_threshold.map(|amount| Budget {
+                    name: format!("cluster:{}", c.name),
+                    target: Target::Cluster(c.name.clone()),
+                    amount,
+                    interval: Interval::Monthly,
+                    reset_day: 1,
+                })
+            })
+            .collect();
+        for b in &self.budgets {
+            let target = match (&b.namespace, b.label.iter().next()) {
+                (Some(ns), _) => Target::Namespace {
+                    cluster: b.cluster.clone(),
+                    namespace: ns.clone(),
+                },
+                (None, Some((k, v))) => Target::Label {
+                    cluster: b.cluster.clone(),
+                    key: fleetgate_query::cost::pricing::sanitize_label(k),
+                    value: v.clone(),
+                },
+                (None, None) => match &b.cluster {
+                    Some(c) => Target::Cluster(c.clone()),
+                    None => continue,
+                },
+            };
+            let reset_day = b.reset_day.unwrap_or(1);
+            out.push(Budget {
+                name: b.name.clone(),
+                target,
+                amount: b.amount,
+                interval: b.interval,
+                reset_day,
+            });
+        }
+        out
+    }
+
+    /// The materialization settings.
+    pub(crate) fn materialize_options(
+        &self,
+    ) -> fleetgate_query::cost::materialize::MaterializeOptions {
+        fleetgate_query::cost::materialize::MaterializeOptions {
+            settle_ms: self.settle.0.as_millis() as i64,
+            retention_hourly_ms: self.retention_hourly.0.as_millis() as i64,
+            retention_daily_ms: self.retention_daily.0.as_millis() as i64,
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self {
+            pricing: PriceSheet::default(),
+            node_pricing: Vec::new(),
+            resolution: PromDuration(Duration::from_secs(60)),
+            max_window_hours: 24 * 400,
+            materialize_interval: PromDuration(Duration::from_secs(300)),
+            settle: PromDuration(Duration::from_secs(600)),
+            retention_hourly: PromDuration(Duration::from_secs(15 * 86_400)),
+            retention_daily: PromDuration(Duration::from_secs(396 * 86_400)),
+            budgets: Vec::new(),
+            currency: "USD".into(),
+        }
+    }
+}
+
 /// Open dev mode settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -346,6 +482,10 @@ pub(crate) struct ClusterConfig {
     /// The cluster's monthly spend threshold (currency units), checked by budgets; from a
     /// Kubecost clusters file's `monthlySpendThreshold`.
     pub(crate) monthly_spend_threshold: Option<f64>,
+    /// The cluster's prices over `cost.pricing`.
+    pub(crate) pricing: PriceSheet,
+    /// Node overrides of this cluster, after `cost.node_pricing`.
+    pub(crate) node_pricing: Vec<NodeOverride>,
 }
 
 /// One pull source: a cluster's Prometheus `/federate` (or any `/metrics` endpoint) scraped on an
@@ -783,6 +923,7 @@ impl Config {
         if !(64..=16 << 20).contains(&q.max_query_bytes) {
             bail!("config key `sql.max_query_bytes`: must be between 64 bytes and 16 MiB");
         }
+        self.validate_cost()?;
         for (i, a) in self.otlp.promote_resource_attributes.iter().enumerate() {
             if fleetgate_ingest::otlp::names::label_name(a).is_none() {
                 anyhow::bail!(
@@ -942,6 +1083,99 @@ impl Config {
 
     /// Checks `sources`: a cluster name, an http(s) URL with a host, one token form at most, a
     /// positive interval and a timeout within it, and `match[]` only for `/federate`.
+    fn validate_cost(&self) -> anyhow::Result<()> {
+        let c = &self.cost;
+        c.pricing
+            .validate("cost.pricing")
+            .map_err(|e| anyhow::anyhow!("config key `{e}`"))?;
+        let overrides = |at: &str, v: &[NodeOverride]| -> anyhow::Result<()> {
+            for (i, o) in v.iter().enumerate() {
+                if o.match_labels.is_empty() {
+                    anyhow::bail!(
+                        "config key `{at}[{i}].match`: must name at least one node label"
+                    );
+                }
+                o.prices
+                    .validate(&format!("{at}[{i}].prices"))
+                    .map_err(|e| anyhow::anyhow!("config key `{e}`"))?;
+            }
+            Ok(())
+        };
+        overrides("cost.node_pricing", &c.node_pricing)?;
+        let res = c.resolution.0;
+        if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&res) {
+            anyhow::bail!("config key `cost.resolution`: must be between 10s and 1h");
+        }
+        if c.max_window_hours == 0 {
+            anyhow::bail!("config key `cost.max_window_hours`: must be > 0");
+        }
+        if c.materialize_interval.0 < Duration::from_millis(100) {
+            anyhow::bail!("config key `cost.materialize_interval`: must be at least 100ms");
+        }
+        if c.retention_hourly.0 < Duration::from_secs(3600) {
+            anyhow::bail!("config key `cost.retention_hourly`: must be at least 1h");
+        }
+        if c.retention_daily.0 < c.retention_hourly.0 {
+            anyhow::bail!(
+                "config key `cost.retention_daily`: must not be shorter than `cost.retention_hourly`"
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, b) in c.budgets.iter().enumerate() {
+            let at = format!("cost.budgets[{i}]");
+            if b.name.trim().is_empty() {
+                anyhow::bail!("config key `{at}.name`: must not be empty");
+            }
+            if !names.insert(b.name.clone()) {
+                anyhow::bail!("config key `{at}.name`: {:?} is used twice", b.name);
+            }
+            if !(b.amount.is_finite() && b.amount >= 0.0) {
+                anyhow::bail!(
+                    "config key `{at}.amount`: {} is not an amount ≥ 0",
+                    b.amount
+                );
+            }
+            match (&b.namespace, b.label.len(), &b.cluster) {
+                (Some(_), 0, _) | (None, 1, _) | (None, 0, Some(_)) => {}
+                (Some(_), _, _) => {
+                    anyhow::bail!("config key `{at}`: give `namespace` or `label`, not both")
+                }
+                (None, 0, None) => {
+                    anyhow::bail!("config key `{at}`: give `namespace`, `label` or `cluster`")
+                }
+                (None, _, _) => {
+                    anyhow::bail!("config key `{at}.label`: exactly one `name: value` pair")
+                }
+            }
+            let ok = match (b.interval, b.reset_day) {
+                (_, None) => true,
+                (fleetgate_query::cost::budget::Interval::Monthly, Some(d)) => {
+                    (1..=28).contains(&d)
+                }
+                (fleetgate_query::cost::budget::Interval::Weekly, Some(d)) => d <= 6,
+            };
+            if !ok {
+                anyhow::bail!(
+                    "config key `{at}.reset_day`: 1–28 for monthly, 0–6 (Sunday–Saturday) for weekly"
+                );
+            }
+        }
+        for (i, k) in self.clusters.iter().enumerate() {
+            k.pricing
+                .validate(&format!("clusters[{i}].pricing"))
+                .map_err(|e| anyhow::anyhow!("config key `{e}`"))?;
+            overrides(&format!("clusters[{i}].node_pricing"), &k.node_pricing)?;
+            if let Some(t) = k.monthly_spend_threshold
+                && !(t.is_finite() && t >= 0.0)
+            {
+                anyhow::bail!(
+                    "config key `clusters[{i}].monthly_spend_threshold`: {t} is not an amount ≥ 0"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate_sources(&self) -> anyhow::Result<()> {
         use anyhow::bail;
         let mut names = HashSet::new();
@@ -1119,6 +1353,72 @@ mod tests {
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
             &flags,
         )
+    }
+
+    #[test]
+    fn cost_errors_name_the_key() {
+        for (yaml, key) in [
+            ("cost:\n  pricing: {cpu: -1}\n", "cost.pricing.cpu"),
+            (
+                "cost:\n  pricing: {discount: 1.5}\n",
+                "cost.pricing.discount",
+            ),
+            ("cost:\n  pricing: {cpus: 1}\n", "cpus"),
+            (
+                "cost:\n  node_pricing: [{match: {}, prices: {cpu: 1}}]\n",
+                "cost.node_pricing[0].match",
+            ),
+            (
+                "cost:\n  node_pricing: [{match: {a: b}, prices: {ram: -2}}]\n",
+                "cost.node_pricing[0].prices.ram",
+            ),
+            ("cost:\n  resolution: 1s\n", "cost.resolution"),
+            ("cost:\n  retention_hourly: 10m\n", "cost.retention_hourly"),
+            ("cost:\n  retention_daily: 1d\n", "cost.retention_daily"),
+            (
+                "cost:\n  budgets: [{name: x, amount: 1}]\n",
+                "cost.budgets[0]",
+            ),
+            (
+                "cost:\n  budgets: [{name: x, namespace: a, amount: -1}]\n",
+                "cost.budgets[0].amount",
+            ),
+            (
+                "cost:\n  budgets: [{name: x, namespace: a, amount: 1}, {name: x, namespace: b, amount: 1}]\n",
+                "cost.budgets[1].name",
+            ),
+            (
+                "cost:\n  budgets: [{name: x, namespace: a, amount: 1, reset_day: 31}]\n",
+                "cost.budgets[0].reset_day",
+            ),
+            (
+                "cost:\n  budgets: [{name: x, namespace: a, amount: 1, interval: weekly, reset_day: 7}]\n",
+                "cost.budgets[0].reset_day",
+            ),
+            (
+                "clusters:\n  - {name: a, token: t, monthly_spend_threshold: -3}\n",
+                "clusters[0].monthly_spend_threshold",
+            ),
+            (
+                "clusters:\n  - {name: a, token: t, pricing: {gpu: -1}}\n",
+                "clusters[0].pricing.gpu",
+            ),
+        ] {
+            let e = load(yaml, &[], FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        let cfg = load(
+            "cost:\n  budgets: [{name: ml, label: {team: ml}, amount: 5, interval: weekly}]\nclusters:\n  - {name: a, token: t, monthly_spend_threshold: 10}\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        let b = cfg.cost.budgets(&cfg.clusters);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].name, "cluster:a");
+        assert_eq!(b[1].kind(), "label");
     }
 
     #[test]

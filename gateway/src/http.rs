@@ -1,6 +1,8 @@
 //! The HTTP listener: routes, remote-write receiver, health/readiness and `/metrics`; the OTLP/HTTP
 //! receiver is [`otlp`].
 
+pub(crate) mod cost;
+pub(crate) mod focus;
 pub(crate) mod otlp;
 pub(crate) mod sql;
 
@@ -32,6 +34,8 @@ pub(crate) struct Core {
     pub(crate) store: Arc<Store>,
     /// The ingest pipeline on top of it.
     pub(crate) ingester: Arc<Ingester<Store>>,
+    /// The materialized cost tables (`cost_allocation`, `cost_assets`).
+    pub(crate) cost: Arc<fleetgate_query::cost::materialize::CostTables>,
 }
 
 /// Shared state of all handlers.
@@ -67,6 +71,8 @@ pub(crate) struct AppState {
     pub(crate) reject_log: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
     /// The SQL engine (HTTP and PostgreSQL wire).
     pub(crate) sql: crate::sql::SqlService,
+    /// Every budget as the last cost pass evaluated it, fleet-wide (for `/metrics`).
+    pub(crate) budgets: Mutex<Vec<fleetgate_query::cost::budget::Status>>,
 }
 
 /// Most open-mode cluster contexts kept (each named by a sender).
@@ -117,6 +123,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             get(crate::export::export).post(crate::export::export_form),
         )
         .route("/api/v1/sql", post(sql::sql))
+        .route("/allocation/compute", get(cost::allocation))
+        .route("/allocation", get(cost::allocation))
+        .route("/assets", get(cost::assets))
+        .route("/api/v1/budgets", get(cost::budgets))
+        .route("/api/v1/cost/focus", get(focus::focus))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             track_request,
@@ -726,6 +737,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             ));
         }
     }
+    cost::budget_metrics(&mut out, &st.budgets.lock());
     (
         [(
             header::CONTENT_TYPE,
@@ -771,6 +783,7 @@ mod tests {
         Arc::new(AppState {
             auth: Authenticator::from_config(&cfg).unwrap(),
             sql: crate::sql::SqlService::new(&cfg).unwrap(),
+            budgets: Default::default(),
             pool: QueryPool::new(1, 1, 1).unwrap(),
             connections: Default::default(),
             inflight: crate::inflight::InflightBudget::new(cfg.http.max_inflight_bytes),

@@ -86,6 +86,7 @@ pub(crate) async fn run(
         reload_from: from,
         reject_log: Default::default(),
         sql: crate::sql::SqlService::new(&cfg)?,
+        budgets: Default::default(),
     });
     // Pull sources start now and scrape once the store is open.
     let changes = state.pulls.reconcile(&state, &cfg)?;
@@ -240,10 +241,21 @@ pub(crate) async fn run(
         ms = opened.elapsed().as_millis() as u64,
         "store open, WAL replayed; ready"
     );
+    let cost_tables = Arc::new(
+        fleetgate_query::cost::materialize::CostTables::open(
+            Arc::clone(&store),
+            cfg.cost.materialize_options(),
+        )
+        .await
+        .context("opening the cost tables")?,
+    );
     let _ = state.core.set(Core {
         store: Arc::clone(&store),
         ingester: Arc::clone(&ingester),
+        cost: Arc::clone(&cost_tables),
     });
+    let cost_job =
+        http::cost::spawn_materializer(Arc::clone(&state), cost_tables, shutdown_rx.clone());
 
     // Background maintenance: flush, compaction, retention, active-series sweep.
     let mut maint_rx = shutdown_rx.clone();
@@ -315,6 +327,7 @@ pub(crate) async fn run(
         .store(true, std::sync::atomic::Ordering::Relaxed);
     state.pulls.stop_all();
     let _ = maintenance.await;
+    cost_job.abort();
     tracing::info!("shutting down: flushing memtables and syncing the WAL");
     let closing = Instant::now();
     store.close().await.context("closing the store")?;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod chaos;
 mod connections;
+mod cost;
 mod crash;
 mod disk_full;
 mod grafana;

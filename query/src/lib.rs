@@ -6,6 +6,7 @@
 //! SQL over the same view ([`sql`]); cost allocation comes here.
 #![warn(missing_docs)]
 
+pub mod cost;
 pub mod error;
 pub mod metadata;
 pub mod parse;

@@ -18,6 +18,7 @@
 mod catalog;
 mod catalog_compaction;
 mod compaction;
+pub mod derived;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

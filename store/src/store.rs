@@ -117,7 +117,13 @@ pub struct Store {
     /// Signalled when an append takes the active memtable past `memtable_flush_bytes`, so that
     /// maintenance flushes now rather than at its next tick.
     flush_wanted: tokio::sync::Notify,
+    /// Hour (start, ms) → when samples for it last arrived (wall ms, this process); derived data
+    /// of an hour written before that is stale. Replayed samples count as arriving at open.
+    hour_writes: parking_lot::Mutex<BTreeMap<i64, i64>>,
 }
+
+/// Hours a batch may span before its hours are found sample by sample rather than as a range.
+const HOUR_RANGE_MAX: i64 = 72;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -202,6 +208,7 @@ impl Store {
         let wal_dir = opts.data_dir.join("wal");
         let mut active = Memtable::new(1);
         let mut dropped = 0u64;
+        let mut replayed_hours = std::collections::BTreeSet::new();
         let replay = wal::replay(&wal_dir, &mut |rec| match rec {
             record::Record::Series { id, labels } => {
                 if !catalog.insert(id, &labels) && catalog.labels_of(id) != Some(&labels) {
@@ -211,6 +218,7 @@ impl Store {
             record::Record::Samples(samples) => {
                 for (s, t, v) in samples {
                     if catalog.labels_of(s).is_some() {
+                        replayed_hours.insert(hour_of(t));
                         active.push(s, t, v);
                     } else {
                         dropped += 1;
@@ -291,6 +299,9 @@ impl Store {
             hist,
             counters,
             flush_wanted: tokio::sync::Notify::new(),
+            hour_writes: parking_lot::Mutex::new(
+                replayed_hours.into_iter().map(|h| (h, now_ms())).collect(),
+            ),
         }))
     }
 
@@ -386,18 +397,72 @@ impl Store {
                 )
             })?;
             let mut m = self.active.write();
+            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
             for s in samples {
                 m.push(s.series, s.timestamp_ms, s.value);
+                lo = lo.min(s.timestamp_ms);
+                hi = hi.max(s.timestamp_ms);
             }
             if m.bytes() >= self.opts.memtable_flush_bytes {
                 self.flush_wanted.notify_one();
             }
+            drop(m);
+            self.note_hours(samples, lo, hi);
             lsn
         };
         self.counters
             .samples_appended
             .fetch_add(samples.len() as u64, Ordering::Relaxed);
         self.wal.wait_durable(lsn).await
+    }
+
+    /// Records that samples for the hours of `[lo, hi]` arrived now.
+    fn note_hours(&self, samples: &[SampleRef], lo: i64, hi: i64) {
+        let now = now_ms();
+        let (a, b) = (hour_of(lo), hour_of(hi));
+        let mut w = self.hour_writes.lock();
+        if b.saturating_sub(a) <= HOUR_RANGE_MAX * 3_600_000 {
+            let mut h = a;
+            while h <= b {
+                w.insert(h, now);
+                h += 3_600_000;
+            }
+        } else {
+            let mut prev = i64::MIN;
+            for s in samples {
+                let h = hour_of(s.timestamp_ms);
+                if h != prev {
+                    w.insert(h, now);
+                    prev = h;
+                }
+            }
+        }
+    }
+
+    /// When samples for the hour starting at `hour_ms` last arrived (wall ms), if they did
+    /// since the store opened (replayed ones count as arriving at open).
+    pub fn hour_last_write(&self, hour_ms: i64) -> Option<i64> {
+        self.hour_writes.lock().get(&hour_ms).copied()
+    }
+
+    /// Every hour (start, ms) that holds samples: those with Parquet files and those written
+    /// since the store opened (the memtable's), ascending.
+    pub fn data_hours(&self) -> Vec<i64> {
+        let mut hours: std::collections::BTreeSet<i64> =
+            self.files.read().partitions().map(|(h, _)| h).collect();
+        hours.extend(self.hour_writes.lock().keys().copied());
+        hours.into_iter().collect()
+    }
+
+    /// Forgets write times of hours before `before_ms` (their derived data is final).
+    pub fn forget_hour_writes(&self, before_ms: i64) {
+        let mut w = self.hour_writes.lock();
+        *w = w.split_off(&before_ms);
+    }
+
+    /// A derived table (`name`, format `version`) in the store's object store.
+    pub fn derived(&self, name: &str, version: u32) -> crate::derived::DerivedTable {
+        crate::derived::DerivedTable::new(self.objects.clone(), name, version)
     }
 
     /// The error for an append naming `id`, which the catalog does not hold: removed (retry
