@@ -40,6 +40,13 @@ impl ReadView {
         &self.scope
     }
 
+    /// The span the store holds samples in, `[first hour, last hour + 1h)`, if any (whole
+    /// hours; the scope is not applied, this only sizes reads).
+    pub fn data_span(&self) -> Option<(i64, i64)> {
+        let hours = self.store.data_hours();
+        Some((*hours.first()?, *hours.last()? + 3_600_000))
+    }
+
     /// Samples read through this view so far (PromQL selections and export batches).
     pub fn samples_read(&self) -> u64 {
         self.samples_read.load(Ordering::Relaxed)

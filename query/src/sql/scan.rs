@@ -248,7 +248,13 @@ impl ExecutionPlan for StoreScanExec {
             .ok_or_else(|| DataFusionError::Plan("this session has no reader".into()))?;
         let view = Arc::clone(read.view());
         let all = view.select_series(&self.request.matchers);
-        let per_read = series_per_read(self.rows, &self.columns, &self.request);
+        // sized by the time the data actually covers, not by an unbounded (or far wider) range
+        let mut sizing = self.request.clone();
+        if let Some((first, last)) = view.data_span() {
+            sizing.start = sizing.start.max(first);
+            sizing.end = sizing.end.min(last);
+        }
+        let per_read = series_per_read(self.rows, &self.columns, &sizing);
         let parts = self.partitions();
         // chunk k of the selection goes to partition k % parts
         let mine: Vec<(SeriesId, Labels)> = all
