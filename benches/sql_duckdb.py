@@ -33,17 +33,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUERIES = [
     ("count and avg by cluster, metric",
      "SELECT cluster, metric, count(*) AS n, avg(value) AS a FROM samples GROUP BY 1, 2 ORDER BY 1, 2",
-     "SELECT cluster, metric, count(*), avg(value) FROM {S} GROUP BY 1, 2 ORDER BY 1, 2"),
+     "SELECT cluster, metric, count(*), avg(value) FROM {S} WHERE NOT isnan(value) GROUP BY 1, 2 ORDER BY 1, 2"),
     ("min/max/sum by metric",
      "SELECT metric, min(value) AS lo, max(value) AS hi, sum(value) AS s FROM samples GROUP BY 1 ORDER BY 1",
-     "SELECT metric, min(value), max(value), sum(value) FROM {S} GROUP BY 1 ORDER BY 1"),
+     "SELECT metric, min(value), max(value), sum(value) FROM {S} WHERE NOT isnan(value) GROUP BY 1 ORDER BY 1"),
     ("samples per cluster and hour",
-     "SELECT cluster, date_trunc('hour', timestamp) AS h, count(*) AS n FROM samples GROUP BY 1, 2 ORDER BY 1, 2",
-     "SELECT cluster, CAST(epoch(timestamp) AS BIGINT) // 3600 AS h, count(*) FROM {S} GROUP BY 1, 2 ORDER BY 1, 2"),
+     "SELECT cluster, floor(extract(epoch FROM timestamp) / 3600) AS h, count(*) AS n FROM samples GROUP BY 1, 2 ORDER BY 1, 2",
+     "SELECT cluster, floor(extract(epoch FROM timestamp) / 3600) AS h, count(*) FROM {S} WHERE NOT isnan(value) GROUP BY 1, 2 ORDER BY 1, 2"),
     ("avg memory by cluster, namespace (label)",
      "SELECT cluster, namespace, avg(value) AS a FROM metrics.container_memory_working_set_bytes GROUP BY 1, 2 ORDER BY 1, 2",
      "SELECT s.cluster, c.labels['namespace'], avg(s.value) FROM {S} s JOIN {C} c USING (series_id) "
-     "WHERE s.metric = 'container_memory_working_set_bytes' GROUP BY 1, 2 ORDER BY 1, 2"),
+     "WHERE s.metric = 'container_memory_working_set_bytes' AND NOT isnan(s.value) GROUP BY 1, 2 ORDER BY 1, 2"),
 ]
 
 

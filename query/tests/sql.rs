@@ -425,3 +425,40 @@ async fn promql_table_function_answers_as_the_engine_does() {
     );
     assert_eq!(got, [["b"]]);
 }
+
+/// Staleness markers are not rows (as in the Prometheus API): aggregates see the values only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staleness_markers_are_not_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions {
+        data_dir: dir.path().to_path_buf(),
+        ..StoreOptions::default()
+    })
+    .await
+    .unwrap();
+    let stale = fleetgate_query::promql::stale_nan();
+    let l = lbl(&[("__name__", "gone"), ("cluster", "a")]);
+    write(
+        &store,
+        &l,
+        [(1_000, 3.0), (2_000, stale), (3_000, 1.0), (4_000, stale)].into_iter(),
+    )
+    .await;
+    let engine = engine(256 << 20);
+    let s = session(&engine, &store, Scope::fleet());
+    let got = rows(
+        &collect(
+            &s,
+            "SELECT count(*), min(value), max(value), sum(value) FROM samples",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(got, vec![vec!["2", "1", "3", "4"]]);
+    let got = rows(
+        &collect(&s, "SELECT count(*) FROM metrics.gone")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, vec![vec!["2"]]);
+}

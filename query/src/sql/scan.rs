@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::promql::is_stale_nan;
 use arrow::array::{
     ArrayRef, DictionaryArray, Float64Array, Int32Array, MapBuilder, StringArray, StringBuilder,
     TimestampMillisecondArray,
@@ -427,7 +428,16 @@ fn sample_rows(
         let n = s.timestamps.len().min(s.values.len());
         let mut lo = 0;
         while lo < n {
-            let take = (batch_rows - rows).min(n - lo);
+            // staleness markers are not rows (as in the Prometheus API): runs stop at them
+            if is_stale_nan(s.values[lo]) {
+                lo += 1;
+                continue;
+            }
+            let limit = (batch_rows - rows).min(n - lo);
+            let take = s.values[lo..lo + limit]
+                .iter()
+                .position(|v| is_stale_nan(*v))
+                .unwrap_or(limit);
             segs.push(Segment {
                 series: i,
                 lo,
