@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fleetgate_query::promql::EngineOptions;
 use fleetgate_query::read::ReadView;
-use fleetgate_query::sql::{SqlEngine, SqlOptions, SqlSession};
+use fleetgate_query::sql::{BudgetSource, SqlEngine, SqlOptions, SqlSession};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
@@ -54,12 +54,16 @@ impl SqlService {
         })
     }
 
-    /// A session reading through `view` (the principal's scope).
+    /// A session reading through `view` (the principal's scope); its `budgets` table reads
+    /// `budgets`.
     pub(crate) fn session(
         &self,
         view: Arc<ReadView>,
+        budgets: Arc<dyn BudgetSource>,
     ) -> Result<SqlSession, fleetgate_query::Error> {
-        self.engine.session(view, self.promql.clone())
+        self.engine
+            .session(view, self.promql.clone())?
+            .with_budgets(budgets)
     }
 
     /// A slot for one running query, or why not (never waits: a full gateway answers at once).

@@ -180,11 +180,10 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
 }
 
-#[test]
-fn allocation_assets_focus_budgets_from_the_binary() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let gw = Gateway::start(&dir.path().join("data"), Some(&cfg), &[]);
+/// A gateway in `dir` holding the two clusters (see the top), and the start of hour `H`.
+fn two_clusters(dir: &std::path::Path) -> (Gateway, i64) {
+    let cfg = config(dir);
+    let gw = Gateway::start(&dir.join("data"), Some(&cfg), &[]);
     let h = (now_ms() / HOUR - 2) * HOUR;
     let (from, to) = (h - HOUR, h + HOUR);
     send(
@@ -215,6 +214,37 @@ fn allocation_assets_focus_budgets_from_the_binary() {
             to,
         ),
     );
+    (gw, h)
+}
+
+/// Waits until the materializer has written hour `h` of `cost_allocation` under `dir`.
+fn wait_for_hour(dir: &std::path::Path, h: i64) {
+    let part = dir.join("data/cost_allocation");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // the hour before it is written first
+    let hour_dir = format!("hour={:02}", (h / HOUR) % 24);
+    loop {
+        let found = walk(&part).iter().any(|p| {
+            p.ends_with("part.parquet")
+                && p.parent().is_some_and(|d| {
+                    d.ends_with(&hour_dir) && d.to_string_lossy().contains("resolution=hour")
+                })
+        });
+        if found {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cost_allocation files under {part:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn allocation_assets_focus_budgets_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, h) = two_clusters(dir.path());
     let window = format!("{},{}", rfc3339(h), rfc3339(h + HOUR));
 
     // OpenCost's shape, every field of AllocationJSON
@@ -423,19 +453,7 @@ fn allocation_assets_focus_budgets_from_the_binary() {
     assert!(pq.starts_with("PAR1") || pq.contains("PAR1"), "not parquet");
 
     // the materializer writes the closed hours (settle 1 s) to plain Parquet
-    let part = dir.path().join("data/cost_allocation");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let found = walk(&part).iter().any(|p| p.ends_with("part.parquet"));
-        if found {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no cost_allocation files under {part:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_for_hour(dir.path(), h);
 
     // budgets: alpha's tiny monthly threshold is breached (when H is in this month); web-team
     // is far from its 1000
@@ -464,6 +482,45 @@ fn allocation_assets_focus_budgets_from_the_binary() {
         body.contains("cluster:alpha") && !body.contains("beta"),
         "{body}"
     );
+    // the same budgets, and the materialized rows, in SQL (scoped as everything else)
+    let sql = |auth: &str, q: &str| -> String {
+        let h = vec![
+            ("Authorization".to_string(), auth.to_string()),
+            ("Accept".to_string(), "text/csv".to_string()),
+        ];
+        let (code, _, body) =
+            http_exchange(&gw.addr, "POST", "/api/v1/sql", &h, q.as_bytes()).unwrap();
+        assert_eq!(code, 200, "{q}: {body}");
+        body
+    };
+    let rows = sql(FLEET, "SELECT name, kind, state FROM budgets ORDER BY name");
+    let alpha_state = alpha["state"].as_str().unwrap();
+    assert!(
+        rows.contains(&format!("cluster:alpha,cluster,{alpha_state}"))
+            && rows.contains("web-team,namespace,ok"),
+        "{rows}"
+    );
+    let rows = sql(TEAM_A, "SELECT name FROM budgets ORDER BY name");
+    assert!(
+        rows.contains("cluster:alpha") && !rows.contains("beta"),
+        "{rows}"
+    );
+    let rows = sql(
+        FLEET,
+        &format!(
+            "SELECT cluster, round(sum(total_cost), 6) FROM cost_allocation \
+             WHERE resolution = 'hour' AND window_start = TIMESTAMP '{}' \
+             AND pod IN ('p1', 'q1') GROUP BY cluster ORDER BY cluster",
+            rfc3339(h)
+        ),
+    );
+    assert!(
+        rows.contains("alpha,0.05\n") && rows.contains("beta,0.0125\n"),
+        "{rows}"
+    );
+    let rows = sql(TEAM_A, "SELECT DISTINCT cluster FROM cost_assets");
+    assert!(rows.contains("alpha") && !rows.contains("beta"), "{rows}");
+
     // gauges on /metrics after a pass
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -518,4 +575,68 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// DuckDB reading the cost tables' files directly gets the same sums as our SQL.
+#[test]
+#[ignore = "interop: needs python3 with duckdb; run by .ci/run"]
+fn interop_duckdb_reads_the_cost_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, h) = two_clusters(dir.path());
+    wait_for_hour(dir.path(), h);
+    let ours = |q: &str| -> serde_json::Value {
+        let hd = vec![("Authorization".to_string(), FLEET.to_string())];
+        let (code, _, body) =
+            http_exchange(&gw.addr, "POST", "/api/v1/sql", &hd, q.as_bytes()).unwrap();
+        assert_eq!(code, 200, "{q}: {body}");
+        json(&body)["rows"].clone()
+    };
+    let at = rfc3339(h);
+    let alloc = ours(&format!(
+        "SELECT cluster, namespace, count(*) AS n, sum(total_cost) AS c FROM cost_allocation \
+         WHERE resolution = 'hour' AND window_start = TIMESTAMP '{at}' GROUP BY 1, 2 ORDER BY 1, 2"
+    ));
+    let assets = ours(&format!(
+        "SELECT cluster, asset_type, sum(total_cost) AS c FROM cost_assets \
+         WHERE resolution = 'hour' AND window_start = TIMESTAMP '{at}' GROUP BY 1, 2 ORDER BY 1, 2"
+    ));
+    assert!(alloc.as_array().is_some_and(|a| a.len() >= 2), "{alloc}");
+    let data = dir.path().join("data").display().to_string();
+    let script = format!(
+        r#"
+import duckdb, json, math
+d = {data:?}
+ours = json.loads({ours:?})
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+def close(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+    return a == b
+def check(name, got, want):
+    assert len(got) == len(want), (name, got, want)
+    for g, w in zip(got, want):
+        assert all(close(x, y) for x, y in zip(g, w)), (name, g, w)
+    print(name, "agrees on", len(got), "rows")
+A = f"read_parquet('{{d}}/cost_allocation/**/*.parquet', hive_partitioning = true)"
+rows = con.execute(f"SELECT cluster, namespace, count(*), sum(total_cost) FROM {{A}} WHERE resolution = 'hour' AND epoch_ms(window_start) = {h} GROUP BY ALL ORDER BY 1, 2").fetchall()
+check("allocation", rows, [[r["cluster"], r["namespace"], r["n"], r["c"]] for r in ours["alloc"]])
+S = f"read_parquet('{{d}}/cost_assets/**/*.parquet', hive_partitioning = true)"
+rows = con.execute(f"SELECT cluster, asset_type, sum(total_cost) FROM {{S}} WHERE resolution = 'hour' AND epoch_ms(window_start) = {h} GROUP BY ALL ORDER BY 1, 2").fetchall()
+check("assets", rows, [[r["cluster"], r["asset_type"], r["c"]] for r in ours["assets"]])
+"#,
+        ours = serde_json::json!({"alloc": alloc, "assets": assets}).to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python3 is required");
+    assert!(
+        out.status.success(),
+        "DuckDB disagrees (pip install duckdb):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.stop();
 }

@@ -2,7 +2,8 @@
 //!
 //! The catalog `fleetgate` holds schema `public` (`samples`: one row per sample with `cluster`,
 //! `metric`, `labels` as a map, `timestamp`, `value`; `series`: one row per series with its first
-//! and last sample time), schema `metrics` (one table per metric, its label names as columns,
+//! and last sample time; `cost_allocation`, `cost_assets`: the materialized cost rows;
+//! `budgets`: every budget's state), schema `metrics` (one table per metric, its label names as columns,
 //! found in the series catalog when a query names it), the `promql()` table function, and
 //! PostgreSQL's `pg_catalog` and `information_schema` for the clients that look there.
 //!
@@ -17,6 +18,7 @@ pub mod guard;
 pub mod output;
 
 mod catalog;
+mod cost_tables;
 mod information_schema;
 mod promql_table;
 mod pushdown;
@@ -25,6 +27,7 @@ mod session;
 mod statement;
 mod tables;
 
+pub use cost_tables::BudgetSource;
 pub use datafusion::common::{DataFusionError, ParamValues};
 pub use datafusion::physical_plan::SendableRecordBatchStream as RecordBatchStream;
 pub use session::{SqlEngine, SqlOptions, SqlSession, from_datafusion};

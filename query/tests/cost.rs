@@ -980,6 +980,83 @@ async fn materialized_hours_days_and_late_samples() {
     );
     assert!(got[0].nodes.iter().all(|n| n.cluster == "b"));
 
+    // the same rows in SQL: day rows and hour rows from the month's start add up to what the
+    // tables answer, per cluster
+    let mut want: BTreeMap<String, f64> = BTreeMap::new();
+    for a in &from_tables[0].allocations {
+        *want.entry(a.properties.cluster.clone()).or_default() += a.total_cost();
+    }
+    let sql =
+        fleetgate_query::sql::SqlEngine::new(fleetgate_query::sql::SqlOptions::default()).unwrap();
+    let per_cluster = |scope: Scope, resolution: &'static str| {
+        let view = Arc::new(ReadView::new(Arc::clone(&store), scope));
+        let session = sql.session(view, EngineOptions::default()).unwrap();
+        async move {
+            let q = format!(
+                "SELECT cluster, sum(total_cost) AS c FROM cost_allocation \
+                 WHERE resolution = '{resolution}' \
+                 AND window_start >= TIMESTAMP '2026-11-01T00:00:00Z' GROUP BY cluster ORDER BY cluster"
+            );
+            let batches: Vec<arrow::array::RecordBatch> =
+                futures::TryStreamExt::try_collect(session.execute(&q).await.unwrap())
+                    .await
+                    .unwrap();
+            let mut out = BTreeMap::new();
+            for b in &batches {
+                let c = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .unwrap();
+                let v = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Float64Array>()
+                    .unwrap();
+                for i in 0..b.num_rows() {
+                    out.insert(c.value(i).to_string(), v.value(i));
+                }
+            }
+            out
+        }
+    };
+    for res in ["day", "hour"] {
+        let got = per_cluster(Scope::fleet(), res).await;
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{res}"
+        );
+        for (c, w) in &want {
+            assert!((got[c] - w).abs() < 1e-9, "{res} {c}: {} vs {w}", got[c]);
+        }
+    }
+    let b_only = per_cluster(Scope::cluster("b"), "day").await;
+    assert_eq!(b_only.keys().collect::<Vec<_>>(), vec!["b"]);
+    assert!((b_only["b"] - want["b"]).abs() < 1e-9);
+    // assets: nodes of the scoped reader's cluster only; a pruned time range reads nothing
+    let view = Arc::new(ReadView::new(Arc::clone(&store), Scope::cluster("b")));
+    let session = sql.session(view, EngineOptions::default()).unwrap();
+    let batches: Vec<arrow::array::RecordBatch> = futures::TryStreamExt::try_collect(
+        session
+            .execute(
+                "SELECT DISTINCT cluster FROM cost_assets WHERE asset_type = 'node' \
+                 UNION ALL SELECT 'rows before the data: ' || count(*) FROM cost_allocation \
+                 WHERE window_start < TIMESTAMP '2026-10-01T00:00:00Z'",
+            )
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for b in &batches {
+        let c = arrow::array::cast::AsArray::as_string::<i32>(b.column(0));
+        seen.extend((0..b.num_rows()).map(|i| c.value(i).to_string()));
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["b", "rows before the data: 0"]);
+
     // a late sample for the first hour: api-1's memory doubles for its last 10 minutes
     // (avg over the hour = (10 × 0.5 + 2 × 1.0) / 12 = 7/12 GiB; RAM cost 7/12 × 0.002)
     let late = labels(

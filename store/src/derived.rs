@@ -144,6 +144,16 @@ impl DerivedTable {
         })
     }
 
+    /// The batches of partition `key`, or `None` if it is not there (removed since it was
+    /// listed: retention and re-materialization replace partitions while readers list them).
+    pub async fn get_present(&self, key: &str) -> Result<Option<Vec<RecordBatch>>> {
+        match self.get(key).await {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::ObjectStore(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes partition `key` (a missing one is not an error).
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;

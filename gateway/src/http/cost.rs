@@ -284,6 +284,43 @@ pub(crate) async fn evaluate_budgets<S: fleetgate_query::promql::SeriesSource + 
     Ok(out)
 }
 
+/// The SQL `budgets` table of one reader: every budget its scope may see, evaluated through its
+/// view when the table is scanned (the same figures as `/api/v1/budgets`).
+pub(crate) struct ReaderBudgets {
+    st: Arc<AppState>,
+    view: Arc<fleetgate_query::read::ReadView>,
+}
+
+impl ReaderBudgets {
+    pub(crate) fn new(st: &Arc<AppState>, view: &Arc<fleetgate_query::read::ReadView>) -> Self {
+        Self {
+            st: Arc::clone(st),
+            view: Arc::clone(view),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReaderBudgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderBudgets")
+            .field("scope", self.view.scope())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl fleetgate_query::sql::BudgetSource for ReaderBudgets {
+    async fn budgets(&self) -> Result<Vec<Status>, Error> {
+        let Some(tables) = cost_tables(&self.st) else {
+            return Err(Error::Execution("the store is still opening".into()));
+        };
+        let (engine, opts) = engine_for(&self.st, &Params::parse(None, &[]))?;
+        let now = crate::http::now_ms();
+        let view = &*self.view;
+        evaluate_budgets(&self.st, &tables, &engine, view, view.scope(), &opts, now).await
+    }
+}
+
 /// GET `/api/v1/budgets`: every budget the principal may see, evaluated now.
 pub(crate) async fn budgets(
     State(st): State<Arc<AppState>>,

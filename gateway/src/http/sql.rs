@@ -148,7 +148,8 @@ pub(crate) async fn sql(
         Ok(s) => s,
         Err(e) => return sql_error(&Error::ResourcesExhausted(e.to_string())),
     };
-    let session = match st.sql.session(Arc::clone(&reader.view)) {
+    let budgets = Arc::new(super::cost::ReaderBudgets::new(&st, &reader.view));
+    let session = match st.sql.session(Arc::clone(&reader.view), budgets) {
         Ok(s) => s,
         Err(e) => return sql_error(&e),
     };

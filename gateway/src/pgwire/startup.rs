@@ -97,9 +97,10 @@ impl Startup {
             Arc::clone(&core.store),
             (*principal.scope).clone(),
         ));
+        let budgets = Arc::new(crate::http::cost::ReaderBudgets::new(st, &view));
         let session = st
             .sql
-            .session(view)
+            .session(view, budgets)
             .map_err(|e| super::error::from_query(&e))?;
         let _ = self.conn.session.set(session);
         tracing::debug!(principal = %principal.name, "PostgreSQL login");

@@ -383,6 +383,8 @@ enum UnitKind {
     Node(u32),
     Pod(PodSpec),
     Pvc(u32),
+    /// A Deployment's ReplicaSet (its `kube_replicaset_owner`).
+    ReplicaSet(u32),
 }
 
 #[derive(Debug)]
@@ -965,6 +967,22 @@ impl ClusterInfo {
                 (rate * uptime).round(),
             ));
         }
+        if w.pvc_bytes.is_some() {
+            // every pod of the workload mounts its claim (`build_pvc`)
+            let claim = format!("data-{}", w.name);
+            let mut l = ksm.to_vec();
+            l.extend([
+                ("volume", "data"),
+                ("persistentvolumeclaim", claim.as_str()),
+            ]);
+            out.push(Series::new(
+                "kube_pod_spec_volumes_persistentvolumeclaims_info",
+                &l,
+                TARGET_KSM,
+                Kind::Const,
+                1.0,
+            ));
+        }
         let mut l = ksm.to_vec();
         l.extend([("label_team", w.team), ("label_app", w.name.as_str())]);
         out.push(Series::new(
@@ -1085,6 +1103,26 @@ impl ClusterInfo {
         (out, hists)
     }
 
+    fn build_replicaset(&self, wi: u32) -> Vec<Series> {
+        let w = &self.workloads[wi as usize];
+        let rs = format!("{}-{}", w.name, w.rs_hash);
+        vec![Series::new(
+            "kube_replicaset_owner",
+            &[
+                ("job", "kube-state-metrics"),
+                ("instance", self.ksm_instance.as_str()),
+                ("namespace", w.namespace),
+                ("replicaset", rs.as_str()),
+                ("owner_kind", "Deployment"),
+                ("owner_name", w.name.as_str()),
+                ("owner_is_controller", "true"),
+            ],
+            TARGET_KSM,
+            Kind::Const,
+            1.0,
+        )]
+    }
+
     fn build_pvc(&self, wi: u32, rng: &mut Rng) -> Vec<Series> {
         let w = &self.workloads[wi as usize];
         let bytes = w.pvc_bytes.unwrap_or(GIB);
@@ -1122,6 +1160,17 @@ impl ClusterInfo {
                 Kind::Const,
                 bytes,
             ),
+            Series::new(
+                "kube_persistentvolume_capacity_bytes",
+                &[
+                    ("job", "kube-state-metrics"),
+                    ("instance", self.ksm_instance.as_str()),
+                    ("persistentvolume", volume.as_str()),
+                ],
+                TARGET_KSM,
+                Kind::Const,
+                bytes,
+            ),
             // gp3 list price, $0.08 per GiB-month, as $ per GiB-hour.
             Series::new(
                 "pv_hourly_cost",
@@ -1148,6 +1197,7 @@ impl Unit {
             UnitKind::Node(n) => (info.build_node(n, &mut rng), Vec::new()),
             UnitKind::Pod(spec) => info.build_pod(spec, &mut rng),
             UnitKind::Pvc(w) => (info.build_pvc(w, &mut rng), Vec::new()),
+            UnitKind::ReplicaSet(w) => (info.build_replicaset(w), Vec::new()),
         };
         Self {
             kind,
@@ -1253,6 +1303,13 @@ impl Fleet {
                             .any(|k| matches!(k, UnitKind::Pod(p) if p.workload == w as u32))
                     {
                         kinds.push(UnitKind::Pvc(w as u32));
+                    }
+                    if wl.kind == OwnerKind::Deployment
+                        && kinds
+                            .iter()
+                            .any(|k| matches!(k, UnitKind::Pod(p) if p.workload == w as u32))
+                    {
+                        kinds.push(UnitKind::ReplicaSet(w as u32));
                     }
                 }
                 let units = kinds

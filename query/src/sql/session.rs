@@ -21,6 +21,7 @@ use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use super::CATALOG;
 use super::catalog::MetricsSchema;
+use super::cost_tables::{BudgetSource, BudgetsTable, CostTable, CostTableKind};
 use super::promql_table::PromqlFunction;
 use super::statement::{Prepared, ReadPlan, Settings, session_verb, show_variable};
 use super::tables::StoreTable;
@@ -139,6 +140,18 @@ impl SqlEngine {
         public
             .register_table("series".into(), Arc::new(StoreTable::series()))
             .map_err(df)?;
+        for kind in [CostTableKind::Allocation, CostTableKind::Assets] {
+            let name = match kind {
+                CostTableKind::Allocation => crate::cost::table::ALLOCATION_TABLE,
+                CostTableKind::Assets => crate::cost::table::ASSETS_TABLE,
+            };
+            public
+                .register_table(name.into(), Arc::new(CostTable::new(kind)))
+                .map_err(df)?;
+        }
+        public
+            .register_table(BUDGETS.into(), Arc::new(BudgetsTable::new(None)))
+            .map_err(df)?;
         catalog
             .register_schema("public", Arc::new(public))
             .map_err(df)?;
@@ -165,6 +178,9 @@ impl SqlEngine {
     }
 }
 
+/// The SQL name of the budgets table.
+const BUDGETS: &str = "budgets";
+
 /// One reader's SQL session.
 pub struct SqlSession {
     ctx: SessionContext,
@@ -190,6 +206,18 @@ fn read_only() -> SQLOptions {
 }
 
 impl SqlSession {
+    /// The `budgets` table reads `source` (without one it is empty).
+    pub fn with_budgets(self, source: Arc<dyn BudgetSource>) -> Result<Self, Error> {
+        let table = format!("{CATALOG}.public.{BUDGETS}");
+        self.ctx
+            .deregister_table(table.as_str())
+            .map_err(from_datafusion)?;
+        self.ctx
+            .register_table(table.as_str(), Arc::new(BudgetsTable::new(Some(source))))
+            .map_err(from_datafusion)?;
+        Ok(self)
+    }
+
     /// The DataFusion session (for the PostgreSQL wire handlers).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
